@@ -1,0 +1,237 @@
+"""The ``Bus`` interface every transport implements, and the delivery rules they share.
+
+MADs talk only through a bus. The in-memory bus serves one process; the Redis bus
+serves several. Both must pass the same contract suite (``tests/bus/contract``), so
+everything about *what happens to a message* — contract checks, turning a handler's
+exception into an error reply, dropping replies after the deadline — lives here,
+and the transports only move envelopes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from bus.contract import Contract
+from bus.envelope import Envelope, ErrorInfo, Kind
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[Envelope | None]]
+"""Handles one envelope; for a request, the returned envelope is the reply."""
+
+Observer = Callable[[Envelope], Awaitable[None]]
+"""Sees every envelope that crosses the bus (Rogers, the audit trail)."""
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAILBOX = 1024
+DEFAULT_CONCURRENCY = 16
+
+
+class BusError(Exception):
+    """Base of every bus failure."""
+
+
+class BusClosed(BusError):
+    """The bus is closing or closed: nothing new is accepted."""
+
+
+class DeadlineExceeded(BusError):
+    """No reply arrived before the request's deadline."""
+
+    def __init__(self, envelope: Envelope, seconds: float) -> None:
+        super().__init__(f"no reply from {envelope.recipient!r} within {seconds:.3g}s (request {envelope.id})")
+        self.envelope = envelope
+
+
+class ErrorHook:
+    """Lets later layers (redaction) rewrite exception text before it leaves a process."""
+
+    scrub: Callable[[str], str] = staticmethod(lambda text: text)
+
+
+def describe_exception(exc: BaseException) -> ErrorInfo:
+    """An error reply for a handler that raised: the type and a bounded, scrubbed message."""
+    text = ErrorHook.scrub(str(exc))[:500]
+    return ErrorInfo(code="handler_error", message=f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+class BusStats(BaseModel):
+    """Counters every transport keeps; exported as metrics."""
+
+    published: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    handler_errors: int = 0
+    late_replies_dropped: int = 0
+    expired_requests_dropped: int = 0
+    undeliverable: int = 0
+    queue_depth: dict[str, int] = {}
+
+
+@dataclass(slots=True)
+class Counters:
+    """The mutable counters behind :class:`BusStats` (a dataclass: bumped on every message)."""
+
+    published: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    handler_errors: int = 0
+    late_replies_dropped: int = 0
+    expired_requests_dropped: int = 0
+    undeliverable: int = 0
+
+    def snapshot(self, queue_depth: dict[str, int]) -> BusStats:
+        return BusStats(
+            published=self.published,
+            delivered=self.delivered,
+            rejected=self.rejected,
+            handler_errors=self.handler_errors,
+            late_replies_dropped=self.late_replies_dropped,
+            expired_requests_dropped=self.expired_requests_dropped,
+            undeliverable=self.undeliverable,
+            queue_depth=queue_depth,
+        )
+
+
+@dataclass(eq=False)
+class SubscriptionSpec:
+    """What a subscriber asked for. Shared by transports so matching is identical."""
+
+    pattern: str
+    handler: Handler
+    group: str
+    contract: Contract | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    mailbox: int = DEFAULT_MAILBOX
+    regex: re.Pattern[str] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if any(ch in self.pattern for ch in "*?["):
+            self.regex = re.compile(fnmatch.translate(self.pattern))
+
+    @property
+    def is_pattern(self) -> bool:
+        return self.regex is not None
+
+    def matches(self, address: str) -> bool:
+        return self.regex.match(address) is not None if self.regex else address == self.pattern
+
+
+class Subscription(ABC):
+    """A live subscription; cancel it to stop receiving."""
+
+    spec: SubscriptionSpec
+
+    @abstractmethod
+    async def cancel(self) -> None: ...
+
+
+class Bus(ABC):
+    """Publish, subscribe, request/reply with deadlines, wiretap, close."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and begin delivering."""
+
+    @abstractmethod
+    async def publish(self, envelope: Envelope) -> None:
+        """Send an envelope to every matching subscriber group (waits while mailboxes are full)."""
+
+    @abstractmethod
+    async def subscribe(
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        contract: Contract | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        mailbox: int = DEFAULT_MAILBOX,
+    ) -> Subscription:
+        """Receive envelopes addressed to ``pattern`` (an address, or a glob such as ``events.*``).
+
+        Subscriptions sharing a ``group`` split the traffic (each envelope goes to one
+        of them); distinct groups each get a copy. The default group is the pattern
+        itself for exact addresses (instances of one MAD share its work) and a unique
+        group for patterns (every topic listener gets every event).
+        """
+
+    @abstractmethod
+    async def request(self, envelope: Envelope, timeout: float | None = None) -> Envelope:
+        """Publish a request and wait for its reply or error envelope.
+
+        Raises :class:`DeadlineExceeded` when nothing arrives in time; the
+        envelope's own deadline wins over ``timeout``.
+        """
+
+    @abstractmethod
+    async def wiretap(self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX) -> Subscription:
+        """Observe every envelope, in publication order."""
+
+    @abstractmethod
+    def stats(self) -> BusStats: ...
+
+    @abstractmethod
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        """Refuse new work, let in-flight work finish (up to ``drain_timeout``), then stop."""
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def run_handler(spec: SubscriptionSpec, envelope: Envelope, stats: Counters) -> Envelope | None:
+    """Deliver one envelope to a handler under the shared rules.
+
+    Returns the envelope to send back (reply or error) for a request, else ``None``.
+    A handler's exception becomes an error reply, never a dead bus.
+    """
+    is_request = envelope.kind is Kind.REQUEST
+    if is_request and envelope.expired():
+        stats.expired_requests_dropped += 1
+        return None
+    if spec.contract is not None:
+        problem = spec.contract.check(envelope)
+        if problem is not None:
+            stats.rejected += 1
+            return envelope.error_reply(problem, sender=_sender_for(spec, envelope)) if is_request else None
+    stats.delivered += 1
+    try:
+        result = await spec.handler(envelope)
+    except Exception as exc:
+        stats.handler_errors += 1
+        log.warning("handler for %s failed on %s: %s", spec.pattern, envelope.id, type(exc).__name__)
+        return envelope.error_reply(describe_exception(exc), sender=_sender_for(spec, envelope)) if is_request else None
+    if not is_request:
+        return None
+    if result is None:
+        return envelope.error_reply(
+            ErrorInfo(code="no_reply", message=f"{envelope.recipient} produced no reply"),
+            sender=_sender_for(spec, envelope),
+        )
+    if envelope.expired():
+        stats.late_replies_dropped += 1
+        return None
+    return result
+
+
+def _sender_for(spec: SubscriptionSpec, envelope: Envelope) -> str:
+    return envelope.recipient if not spec.is_pattern else "bus"
+
+
+def no_route(envelope: Envelope) -> Envelope:
+    """The error reply for a request nobody is subscribed to."""
+    return envelope.error_reply(
+        ErrorInfo(code="no_route", message=f"nothing is listening on {envelope.recipient!r}"),
+        sender="bus",
+    )

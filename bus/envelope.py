@@ -1,0 +1,206 @@
+"""The one envelope for all bus traffic.
+
+Every message — a user's chat line, a tool call between MADs, a reply, an audit
+event — is an :class:`Envelope`. Unknown fields are rejected everywhere
+(``extra="forbid"``) so a hallucinated or misspelt field is an error, not silently
+ignored data. Content is a list of typed parts: a deterministic **command** (tool +
+arguments), fixed **data** (media type + JSON value) or **prose** (text).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from bus.ids import ID_PATTERN, new_id
+
+ADDRESS_PATTERN = r"^[a-z_][a-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$"
+"""A MAD name (``rogers``), an instance (``hopper.01J…``) or a topic (``events.validation``)."""
+
+TOOL_PATTERN = r"^[a-z][a-z0-9_]*$"
+MAX_PARTS = 64
+MAX_TEXT = 1_000_000
+
+ERROR_MEDIA_TYPE = "application/vnd.mad.error+json"
+DELTA_MEDIA_TYPE = "application/vnd.mad.delta+json"
+JSON_MEDIA_TYPE = "application/json"
+
+
+class Strict(BaseModel):
+    """Base for every boundary model: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Kind(StrEnum):
+    REQUEST = "request"
+    REPLY = "reply"
+    EVENT = "event"
+    ERROR = "error"
+
+
+class CommandPart(Strict):
+    """A deterministic tool invocation: runs without an LLM, zero tokens."""
+
+    type: Literal["command"] = "command"
+    tool: str = Field(pattern=TOOL_PATTERN, max_length=64)
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class DataPart(Strict):
+    """Fixed data: a JSON value labelled with a media type."""
+
+    type: Literal["data"] = "data"
+    media_type: str = Field(default=JSON_MEDIA_TYPE, pattern=r"^[a-z]+/[A-Za-z0-9.+\-]+$", max_length=128)
+    value: JsonValue
+
+
+class ProsePart(Strict):
+    """Natural language, for an Imperator (LLM) to interpret."""
+
+    type: Literal["prose"] = "prose"
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+Part = Annotated[CommandPart | DataPart | ProsePart, Field(discriminator="type")]
+
+
+class TraceContext(Strict):
+    """W3C trace context, carried so one trace spans every bus hop."""
+
+    traceparent: str = Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+    tracestate: str | None = Field(default=None, max_length=512)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(Strict):
+    """A message on the bus. Sortable id; replies carry the request id as ``correlation_id``."""
+
+    id: str = Field(default_factory=new_id, pattern=ID_PATTERN)
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    sender: str = Field(pattern=ADDRESS_PATTERN, max_length=128)
+    recipient: str = Field(pattern=ADDRESS_PATTERN, max_length=128)
+    reply_to: str | None = Field(default=None, pattern=ADDRESS_PATTERN, max_length=128)
+    kind: Kind
+    correlation_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    created_at: datetime = Field(default_factory=_now)
+    deadline: datetime | None = None
+    trace: TraceContext | None = None
+    content: list[Part] = Field(min_length=1, max_length=MAX_PARTS)
+
+    def reply(self, *parts: CommandPart | DataPart | ProsePart, sender: str | None = None) -> Envelope:
+        """A reply to this envelope, addressed to whoever asked."""
+        return Envelope(
+            conversation_id=self.conversation_id,
+            sender=sender or self.recipient,
+            recipient=self.reply_to or self.sender,
+            kind=Kind.REPLY,
+            correlation_id=self.id,
+            deadline=self.deadline,
+            trace=self.trace,
+            content=list(parts),
+        )
+
+    def error_reply(self, error: ErrorInfo, sender: str | None = None) -> Envelope:
+        """A typed failure reply: never a raw string, always an :class:`ErrorInfo`."""
+        return Envelope(
+            conversation_id=self.conversation_id,
+            sender=sender or _safe_sender(self.recipient),
+            recipient=self.reply_to or self.sender,
+            kind=Kind.ERROR,
+            correlation_id=self.id,
+            trace=self.trace,
+            content=[DataPart(media_type=ERROR_MEDIA_TYPE, value=error.model_dump(mode="json"))],
+        )
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.deadline is not None and (now or _now()) >= self.deadline
+
+    def remaining(self, now: datetime | None = None) -> float | None:
+        """Seconds left before the deadline (never negative), or ``None`` if there is none."""
+        if self.deadline is None:
+            return None
+        return max(0.0, (self.deadline - (now or _now())).total_seconds())
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        """The :class:`ErrorInfo` carried by an error envelope."""
+        if self.kind is not Kind.ERROR:
+            return None
+        for part in self.content:
+            if isinstance(part, DataPart) and part.media_type == ERROR_MEDIA_TYPE:
+                return ErrorInfo.model_validate(part.value)
+        return ErrorInfo(code="malformed_error", message="error envelope without an error part")
+
+    def text(self) -> str:
+        """All prose parts joined: what a person would read."""
+        return "\n".join(p.text for p in self.content if isinstance(p, ProsePart))
+
+    def data(self, media_type: str | None = None) -> list[JsonValue]:
+        return [
+            p.value
+            for p in self.content
+            if isinstance(p, DataPart) and (media_type is None or p.media_type == media_type)
+        ]
+
+
+def _safe_sender(address: str) -> str:
+    return address if not address.startswith("events.") else "bus"
+
+
+def deadline_in(seconds: float) -> datetime:
+    return _now() + timedelta(seconds=seconds)
+
+
+class FieldError(Strict):
+    """One invalid field: where (dotted path) and why."""
+
+    field: str
+    reason: str
+
+
+class ErrorInfo(Strict):
+    """What went wrong, with the fields to blame. Carried by every error reply."""
+
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=4000)
+    fields: list[FieldError] = Field(default_factory=list)
+    retryable: bool = False
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    """Turn a pydantic error into named fields with reasons (never echoing the bad value)."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(x) for x in err["loc"])
+        out.append(FieldError(field=f"{prefix}{'.' if prefix and loc else ''}{loc}" or "(root)", reason=err["msg"]))
+    return out
+
+
+def validation_error(exc: ValidationError, prefix: str = "", code: str = "invalid_message") -> ErrorInfo:
+    fields = field_errors(exc, prefix)
+    summary = "; ".join(f"{f.field}: {f.reason}" for f in fields[:5])
+    return ErrorInfo(code=code, message=f"validation failed: {summary}", fields=fields)
+
+
+def parse_envelope(raw: str | bytes | dict[str, Any]) -> Envelope:
+    """Validate an envelope arriving from outside the process (gateway, Redis)."""
+    if isinstance(raw, dict):
+        return Envelope.model_validate(raw)
+    return Envelope.model_validate_json(raw)
+
+
+def envelope_json_schema() -> dict[str, Any]:
+    """The exportable JSON Schema of the envelope (every part type included)."""
+    return Envelope.model_json_schema(mode="validation")
+
+
+if __name__ == "__main__":
+    print(json.dumps(envelope_json_schema(), indent=2))

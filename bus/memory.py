@@ -1,0 +1,278 @@
+"""``InMemoryBus``: the default transport, one asyncio event loop, no serialisation.
+
+Each subscription owns a bounded mailbox (``asyncio.Queue(maxsize)``) drained by a
+fixed number of worker tasks, so a slow subscriber pushes back on publishers
+instead of growing memory without bound. Envelopes are immutable pydantic
+objects, validated when built, and pass between MADs by reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+
+from bus.base import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAILBOX,
+    DEFAULT_TIMEOUT,
+    Bus,
+    BusClosed,
+    BusStats,
+    Counters,
+    DeadlineExceeded,
+    Handler,
+    Observer,
+    Subscription,
+    SubscriptionSpec,
+    no_route,
+    run_handler,
+)
+from bus.contract import Contract
+from bus.envelope import Envelope, Kind
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+def _expire(future: asyncio.Future[Envelope]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+class _MemorySubscription(Subscription):
+    def __init__(self, bus: InMemoryBus, spec: SubscriptionSpec) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.queue: asyncio.Queue[Envelope | object] = asyncio.Queue(spec.mailbox)
+        self.workers: list[asyncio.Task[None]] = []
+        self.busy = 0
+
+    def start(self) -> None:
+        self.workers = [
+            asyncio.create_task(self._work(), name=f"bus:{self.spec.pattern}:{i}") for i in range(self.spec.concurrency)
+        ]
+
+    async def _work(self) -> None:
+        queue, bus, spec = self.queue, self.bus, self.spec
+        while True:
+            item = await queue.get()
+            if item is _STOP:
+                queue.task_done()
+                return
+            assert isinstance(item, Envelope)
+            self.busy += 1
+            try:
+                reply = await run_handler(spec, item, bus._stats)
+                if reply is not None:
+                    await bus._route_reply(reply)
+            except Exception:
+                log.exception("bus worker for %s failed", spec.pattern)
+            finally:
+                self.busy -= 1
+                queue.task_done()
+
+    async def drain(self) -> None:
+        await self.queue.join()
+
+    async def stop(self) -> None:
+        for worker in self.workers:
+            worker.cancel()
+        for worker in self.workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    async def cancel(self) -> None:
+        self.bus._remove(self)
+        await self.stop()
+
+
+class _Tap(Subscription):
+    def __init__(self, bus: InMemoryBus, observer: Observer, mailbox: int) -> None:
+        self.bus = bus
+        self.observer = observer
+        self.spec = SubscriptionSpec(pattern="*", handler=self._never, group="wiretap")
+        self.queue: asyncio.Queue[Envelope] = asyncio.Queue(mailbox)
+        self.task = asyncio.create_task(self._work(), name="bus:wiretap")
+
+    @staticmethod
+    async def _never(envelope: Envelope) -> None:
+        return None
+
+    async def _work(self) -> None:
+        while True:
+            envelope = await self.queue.get()
+            try:
+                await self.observer(envelope)
+            except Exception:
+                log.exception("wiretap observer failed on %s", envelope.id)
+            finally:
+                self.queue.task_done()
+
+    async def cancel(self) -> None:
+        if self in self.bus._taps:
+            self.bus._taps.remove(self)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+class InMemoryBus(Bus):
+    """A bus inside one process: bounded mailboxes, deadlines, a wiretap."""
+
+    def __init__(self) -> None:
+        self._exact: dict[str, list[_MemorySubscription]] = {}
+        self._patterns: list[_MemorySubscription] = []
+        self._taps: list[_Tap] = []
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._rr = itertools.count()
+        self._stats = Counters()
+        self._closing = False
+        self._started = False
+
+    async def start(self) -> None:
+        self._started = True
+
+    async def subscribe(
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        contract: Contract | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        mailbox: int = DEFAULT_MAILBOX,
+    ) -> Subscription:
+        if self._closing:
+            raise BusClosed("bus is closed")
+        if concurrency < 1 or mailbox < 1:
+            raise ValueError("concurrency and mailbox must be at least 1")
+        spec = SubscriptionSpec(
+            pattern=pattern, handler=handler, group="", contract=contract, concurrency=concurrency, mailbox=mailbox
+        )
+        spec.group = group or (f"{pattern}#{id(spec)}" if spec.is_pattern else pattern)
+        sub = _MemorySubscription(self, spec)
+        sub.start()
+        if spec.is_pattern:
+            self._patterns.append(sub)
+        else:
+            self._exact.setdefault(pattern, []).append(sub)
+        return sub
+
+    def _remove(self, sub: _MemorySubscription) -> None:
+        if sub.spec.is_pattern:
+            if sub in self._patterns:
+                self._patterns.remove(sub)
+        else:
+            subs = self._exact.get(sub.spec.pattern, [])
+            if sub in subs:
+                subs.remove(sub)
+            if not subs:
+                self._exact.pop(sub.spec.pattern, None)
+
+    async def wiretap(self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX) -> Subscription:
+        tap = _Tap(self, observer, mailbox)
+        self._taps.append(tap)
+        return tap
+
+    def _targets(self, address: str) -> list[_MemorySubscription]:
+        exact = self._exact.get(address)
+        if not self._patterns:
+            return self._pick(exact) if exact else []
+        matched = list(exact or ()) + [s for s in self._patterns if s.spec.matches(address)]
+        return self._pick(matched)
+
+    def _pick(self, subs: list[_MemorySubscription]) -> list[_MemorySubscription]:
+        """One subscription per group (round robin inside a group)."""
+        if len(subs) == 1:
+            return subs
+        groups: dict[str, list[_MemorySubscription]] = {}
+        for sub in subs:
+            groups.setdefault(sub.spec.group, []).append(sub)
+        turn = next(self._rr)
+        return [members[turn % len(members)] for members in groups.values()]
+
+    async def publish(self, envelope: Envelope) -> None:
+        if self._closing:
+            raise BusClosed("bus is closing; nothing new is accepted")
+        await self._publish(envelope)
+
+    async def _publish(self, envelope: Envelope) -> None:
+        self._stats.published += 1
+        for tap in self._taps:
+            await tap.queue.put(envelope)
+        if envelope.kind in (Kind.REPLY, Kind.ERROR) and envelope.correlation_id is not None:
+            self._resolve(envelope)
+            return
+        targets = self._targets(envelope.recipient)
+        if not targets:
+            self._stats.undeliverable += 1
+            if envelope.kind is Kind.REQUEST:
+                await self._route_reply(no_route(envelope))
+            return
+        for sub in targets:
+            await sub.queue.put(envelope)
+
+    async def _route_reply(self, reply: Envelope) -> None:
+        await self._publish(reply)
+
+    def _resolve(self, reply: Envelope) -> None:
+        future = self._pending.pop(reply.correlation_id or "", None)
+        if future is None or future.done():
+            self._stats.late_replies_dropped += 1
+            return
+        future.set_result(reply)
+
+    async def request(self, envelope: Envelope, timeout: float | None = None) -> Envelope:
+        if self._closing:
+            raise BusClosed("bus is closing; nothing new is accepted")
+        if envelope.kind is not Kind.REQUEST:
+            raise ValueError(f"request() needs kind=request, got {envelope.kind}")
+        wait = envelope.remaining()
+        if wait is None:
+            wait = timeout if timeout is not None else DEFAULT_TIMEOUT
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Envelope] = loop.create_future()
+        self._pending[envelope.id] = future
+        timer = loop.call_later(wait, _expire, future)
+        try:
+            await self._publish(envelope)
+            return await future
+        except TimeoutError:
+            raise DeadlineExceeded(envelope, wait) from None
+        finally:
+            timer.cancel()
+            self._pending.pop(envelope.id, None)
+
+    def stats(self) -> BusStats:
+        depth = {
+            sub.spec.pattern: sub.queue.qsize() + sub.busy
+            for subs in (*self._exact.values(), self._patterns)
+            for sub in subs
+        }
+        return self._stats.snapshot(depth)
+
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        subs = [s for group in self._exact.values() for s in group] + self._patterns
+        drains = [asyncio.create_task(s.drain()) for s in subs] + [
+            asyncio.create_task(t.queue.join()) for t in self._taps
+        ]
+        if drains:
+            _, pending = await asyncio.wait(drains, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+        for sub in subs:
+            await sub.stop()
+        for tap in list(self._taps):
+            await tap.cancel()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BusClosed("bus closed before the reply arrived"))
+        self._pending.clear()
+        self._exact.clear()
+        self._patterns.clear()

@@ -1,0 +1,310 @@
+"""The MAD: a Thought Engine (an LLM "Imperator") plus an Action Engine (typed tools).
+
+Every MAD subclasses :class:`MAD`. Its handler splits each request by part type:
+
+- **command** parts run directly against the named tool — no LLM, zero tokens;
+- **prose** parts go to the Imperator, a tool-calling loop through Fiedler in which
+  every tool call is validated (see :mod:`mads.imperator`);
+- **data** parts go to :meth:`MAD.on_data` (refused unless the MAD accepts data).
+
+MADs never import each other: :meth:`MAD.call` and :meth:`MAD.ask` go over the bus.
+Persistent MADs start at boot; :meth:`MAD.ephemeral` makes a short-lived instance of
+a role for one task and discards it afterwards (the seeds' eMADs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+
+from bus.base import Bus, BusClosed, Subscription
+from bus.contract import Contract
+from bus.envelope import (
+    JSON_MEDIA_TYPE,
+    CommandPart,
+    DataPart,
+    Envelope,
+    ErrorInfo,
+    Kind,
+    Part,
+    ProsePart,
+    deadline_in,
+    validation_error,
+)
+from bus.ids import new_id
+from bus.topics import TOOL_CALL, ToolCallEvent
+from mads.tools import Call, Tool, collect_tools
+
+log = logging.getLogger(__name__)
+
+
+class NoConfig(BaseModel):
+    """The configuration of a MAD that takes none: any key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RemoteError(Exception):
+    """A peer answered with an error envelope."""
+
+    def __init__(self, recipient: str, error: ErrorInfo) -> None:
+        super().__init__(f"{recipient}: {error.code}: {error.message}")
+        self.recipient = recipient
+        self.error = error
+
+
+@dataclass
+class MadContext:
+    """What the host gives every MAD: the bus, its config section, its data directory."""
+
+    bus: Bus
+    data_dir: Path
+    config: BaseModel = field(default_factory=NoConfig)
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    """Infrastructure granted to this MAD by configuration (e.g. ``"sandbox"``)."""
+
+
+@dataclass
+class ThoughtOutcome:
+    """What the Imperator produced for one prose request."""
+
+    parts: list[Part]
+    error: ErrorInfo | None = None
+
+
+class MAD:
+    """Base class of every MAD. Subclasses set the class attributes and add ``@tool`` methods."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    role_prompt: ClassVar[str] = ""
+    config_model: ClassVar[type[BaseModel]] = NoConfig
+    persistent: ClassVar[bool] = True
+    accepts_prose: ClassVar[bool] = True
+    accepts_data: ClassVar[bool] = False
+    concurrency: ClassVar[int] = 16
+    call_timeout: ClassVar[float] = 60.0
+
+    def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
+        self.ctx = ctx
+        self.bus = ctx.bus
+        self.instance = instance
+        self.address = f"{self.name}.{instance}" if instance else self.name
+        self._tools = collect_tools(self)
+        self._subscription: Subscription | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        """This MAD's own persistent directory (created on first use)."""
+        path = self.ctx.data_dir / self.name
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    async def start(self) -> None:
+        await self.on_start()
+        self._subscription = await self.bus.subscribe(
+            self.address, self.handle, contract=self.contract(), concurrency=self.concurrency
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+        await self.on_stop()
+
+    async def on_start(self) -> None:
+        """Open resources (databases, clients) before the first message arrives."""
+
+    async def on_stop(self) -> None:
+        """Release resources after the last message has been handled."""
+
+    @classmethod
+    @asynccontextmanager
+    async def ephemeral(cls, ctx: MadContext) -> AsyncIterator[MAD]:
+        """A fresh instance of this role on its own address, stopped and discarded on exit."""
+        mad = cls(ctx, instance=new_id())
+        await mad.start()
+        try:
+            yield mad
+        finally:
+            await mad.stop()
+
+    # ---- the Action Engine ---------------------------------------------------------------
+
+    def tools(self) -> dict[str, Tool]:
+        return self._tools
+
+    def add_tool(self, tool: Tool) -> None:
+        """Grant a tool at run time (capabilities such as the sandbox's ``run_python``)."""
+        self._tools[tool.name] = tool
+
+    def tool_descriptors(self) -> list[dict[str, Any]]:
+        return [t.descriptor() for t in self._tools.values()]
+
+    def contract(self) -> Contract:
+        return Contract(
+            {name: t.args_model for name, t in self._tools.items()},
+            accepts_prose=self.accepts_prose,
+            accepts_data=self.accepts_data,
+        )
+
+    def card(self) -> dict[str, Any]:
+        """What the directory and the gateway show about this MAD."""
+        return {
+            "name": self.name,
+            "address": self.address,
+            "description": self.description,
+            "persistent": self.persistent,
+            "accepts_prose": self.accepts_prose,
+            "tools": self.tool_descriptors(),
+        }
+
+    async def run_tool(self, name: str, arguments: dict[str, JsonValue], call: Call) -> JsonValue:
+        """Validate and run one tool. Raises ``KeyError`` / ``ValidationError`` on bad input."""
+        tool = self._tools[name]
+        args = tool.args_model.model_validate(arguments)
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await tool.invoke(args, call)
+            ok = True
+            return result
+        finally:
+            await self.emit(
+                TOOL_CALL,
+                ToolCallEvent(
+                    mad=self.name,
+                    tool=name,
+                    via_llm=call.via_llm,
+                    ok=ok,
+                    conversation_id=call.conversation_id,
+                    caller=call.sender,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                ).model_dump(mode="json"),
+            )
+
+    # ---- message handling ----------------------------------------------------------------
+
+    async def handle(self, envelope: Envelope) -> Envelope | None:
+        if envelope.kind is Kind.EVENT:
+            await self.on_event(envelope)
+            return None
+        out: list[Part] = []
+        call = Call(envelope)
+        for index, part in enumerate(envelope.content):
+            if isinstance(part, CommandPart):
+                try:
+                    value = await self.run_tool(part.tool, part.arguments, call)
+                except ValidationError as exc:
+                    return envelope.error_reply(
+                        validation_error(exc, prefix=f"content.{index}.arguments", code="invalid_arguments")
+                    )
+                except RemoteError as exc:
+                    return envelope.error_reply(exc.error)
+                except ToolFailure as exc:
+                    return envelope.error_reply(exc.error)
+                out.append(DataPart(media_type=JSON_MEDIA_TYPE, value=value))
+        if any(isinstance(p, ProsePart) for p in envelope.content):
+            outcome = await self.think(envelope)
+            if outcome.error is not None:
+                return envelope.error_reply(outcome.error)
+            out.extend(outcome.parts)
+        data = [p for p in envelope.content if isinstance(p, DataPart)]
+        if data:
+            out.extend(await self.on_data(envelope, data))
+        if not out:
+            out.append(DataPart(value=None))
+        return envelope.reply(*out)
+
+    async def think(self, envelope: Envelope) -> ThoughtOutcome:
+        """Send prose to the Imperator (a validated tool-calling loop through Fiedler)."""
+        from mads.imperator import Imperator
+
+        return await Imperator(self).run(envelope)
+
+    async def on_event(self, envelope: Envelope) -> None:
+        """Events addressed to this MAD; ignored unless a subclass cares."""
+
+    async def on_data(self, envelope: Envelope, parts: list[DataPart]) -> list[Part]:
+        """Data parts of a request (only reached when ``accepts_data`` is true)."""
+        return []
+
+    def system_prompt(self) -> str:
+        return f"You are {self.name}: {self.description}\n{self.role_prompt}".strip()
+
+    # ---- talking to peers ----------------------------------------------------------------
+
+    async def request(
+        self,
+        recipient: str,
+        *parts: Part,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Envelope:
+        envelope = Envelope(
+            sender=self.address,
+            recipient=recipient,
+            kind=Kind.REQUEST,
+            conversation_id=conversation_id,
+            deadline=deadline_in(timeout or self.call_timeout),
+            content=list(parts),
+        )
+        return await self.bus.request(envelope)
+
+    async def call(
+        self,
+        recipient: str,
+        tool: str,
+        arguments: dict[str, JsonValue] | None = None,
+        *,
+        conversation_id: str | None = None,
+        timeout: float | None = None,
+    ) -> JsonValue:
+        """Run a peer's tool by command (no LLM) and return its result; errors raise :class:`RemoteError`."""
+        reply = await self.request(
+            recipient,
+            CommandPart(tool=tool, arguments=arguments or {}),
+            conversation_id=conversation_id,
+            timeout=timeout,
+        )
+        if reply.error is not None:
+            raise RemoteError(recipient, reply.error)
+        values = reply.data()
+        return values[0] if values else None
+
+    async def ask(
+        self, recipient: str, text: str, *, conversation_id: str | None = None, timeout: float | None = None
+    ) -> Envelope:
+        """Hand prose to a peer's Imperator and return its reply envelope."""
+        return await self.request(recipient, ProsePart(text=text), conversation_id=conversation_id, timeout=timeout)
+
+    async def emit(self, topic: str, value: JsonValue, *, conversation_id: str | None = None) -> None:
+        """Publish an event (fire and forget; nobody listening is fine; a closing bus drops it)."""
+        with contextlib.suppress(BusClosed):
+            await self.bus.publish(
+                Envelope(
+                    sender=self.address,
+                    recipient=topic,
+                    kind=Kind.EVENT,
+                    conversation_id=conversation_id,
+                    content=[DataPart(value=value)],
+                )
+            )
+
+
+class ToolFailure(Exception):
+    """Raised by a tool to answer with a typed error instead of a result."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.error = ErrorInfo(code=code, message=message, retryable=retryable)

@@ -1,0 +1,33 @@
+"""Bus fixtures: the contract suite runs against every transport registered here.
+
+A transport registers a factory in ``BUS_FACTORIES``; the ``bus`` fixture is
+parametrised over all of them, so the Redis bus must pass the same tests unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from bus.base import Bus
+from bus.memory import InMemoryBus
+
+BusFactory = Callable[[pytest.FixtureRequest], Awaitable[Bus]]
+
+
+async def _memory(request: pytest.FixtureRequest) -> Bus:
+    return InMemoryBus()
+
+
+BUS_FACTORIES: dict[str, BusFactory] = {"memory": _memory}
+
+
+@pytest.fixture(params=sorted(BUS_FACTORIES))
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    instance = await BUS_FACTORIES[request.param](request)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.close(drain_timeout=2)

@@ -1,0 +1,287 @@
+"""The bus contract: every transport must pass these, unchanged.
+
+Synchronisation is by events and futures, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel, Field
+
+from bus.base import Bus, BusClosed, DeadlineExceeded
+from bus.contract import Contract
+from bus.envelope import CommandPart, DataPart, Envelope, Kind, ProsePart, deadline_in
+
+WAIT = 10.0
+
+
+def req(recipient: str, *parts, deadline: float | None = None, sender: str = "tester") -> Envelope:
+    return Envelope(
+        sender=sender,
+        recipient=recipient,
+        kind=Kind.REQUEST,
+        content=list(parts) or [ProsePart(text="hello")],
+        deadline=deadline_in(deadline) if deadline else None,
+    )
+
+
+def event(topic: str, value: object) -> Envelope:
+    return Envelope(sender="tester", recipient=topic, kind=Kind.EVENT, content=[DataPart(value=value)])
+
+
+async def echo(envelope: Envelope) -> Envelope:
+    return envelope.reply(ProsePart(text=f"echo: {envelope.text()}"))
+
+
+async def eventually(predicate, timeout: float = WAIT) -> None:
+    """Wait for a condition driven by the bus's own progress (yields, never sleeps a fixed time)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+class SearchArgs(BaseModel):
+    model_config = {"extra": "forbid"}
+    query: str = Field(min_length=1)
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+async def test_request_reply_round_trip(bus: Bus) -> None:
+    await bus.subscribe("echo", echo)
+    reply = await bus.request(req("echo", ProsePart(text="hi")), timeout=WAIT)
+    assert reply.kind is Kind.REPLY
+    assert reply.text() == "echo: hi"
+    assert reply.sender == "echo"
+    assert reply.recipient == "tester"
+
+
+async def test_reply_correlates_to_request(bus: Bus) -> None:
+    await bus.subscribe("echo", echo)
+    requests = [req("echo", ProsePart(text=str(i))) for i in range(20)]
+    replies = await asyncio.gather(*(bus.request(r, timeout=WAIT) for r in requests))
+    for request, reply in zip(requests, replies, strict=True):
+        assert reply.correlation_id == request.id
+        assert reply.text() == f"echo: {request.text()}"
+
+
+async def test_handler_exception_becomes_error_reply_and_bus_survives(bus: Bus) -> None:
+    async def broken(envelope: Envelope) -> Envelope:
+        if envelope.text() == "boom":
+            raise RuntimeError("kaput")
+        return envelope.reply(ProsePart(text="fine"))
+
+    await bus.subscribe("fragile", broken)
+    reply = await bus.request(req("fragile", ProsePart(text="boom")), timeout=WAIT)
+    assert reply.kind is Kind.ERROR
+    assert reply.error is not None
+    assert reply.error.code == "handler_error"
+    assert "RuntimeError" in reply.error.message
+    again = await bus.request(req("fragile", ProsePart(text="ok")), timeout=WAIT)
+    assert again.text() == "fine"
+    assert bus.stats().handler_errors == 1
+
+
+async def test_unknown_tool_is_rejected_naming_the_field(bus: Bus) -> None:
+    calls: list[Envelope] = []
+
+    async def handler(envelope: Envelope) -> Envelope:
+        calls.append(envelope)
+        return envelope.reply(DataPart(value=1))
+
+    await bus.subscribe("rogers", handler, contract=Contract({"search": SearchArgs}))
+    reply = await bus.request(req("rogers", CommandPart(tool="serch", arguments={"query": "x"})), timeout=WAIT)
+    assert reply.kind is Kind.ERROR and reply.error is not None
+    assert reply.error.code == "unknown_tool"
+    assert reply.error.fields[0].field == "content.0.tool"
+    assert "search" in reply.error.message
+    assert calls == []
+
+
+async def test_invalid_arguments_are_rejected_naming_field_and_reason(bus: Bus) -> None:
+    await bus.subscribe("rogers", echo, contract=Contract({"search": SearchArgs}))
+    reply = await bus.request(
+        req("rogers", CommandPart(tool="search", arguments={"query": "x", "limit": 0, "colour": "red"})),
+        timeout=WAIT,
+    )
+    assert reply.error is not None and reply.error.code == "invalid_arguments"
+    fields = {f.field: f.reason for f in reply.error.fields}
+    assert "content.0.arguments.limit" in fields
+    assert "greater than or equal to 1" in fields["content.0.arguments.limit"]
+    assert "content.0.arguments.colour" in fields
+    assert "Extra inputs are not permitted" in fields["content.0.arguments.colour"]
+    assert bus.stats().rejected == 1
+
+
+async def test_prose_refused_when_not_accepted(bus: Bus) -> None:
+    await bus.subscribe("tools_only", echo, contract=Contract({"search": SearchArgs}, accepts_prose=False))
+    reply = await bus.request(req("tools_only", ProsePart(text="please")), timeout=WAIT)
+    assert reply.error is not None and reply.error.code == "part_not_accepted"
+    assert reply.error.fields[0].field == "content.0.type"
+
+
+async def test_valid_command_reaches_handler(bus: Bus) -> None:
+    await bus.subscribe("rogers", echo, contract=Contract({"search": SearchArgs}))
+    reply = await bus.request(req("rogers", CommandPart(tool="search", arguments={"query": "x"})), timeout=WAIT)
+    assert reply.kind is Kind.REPLY
+
+
+async def test_request_to_nobody_gets_no_route_error(bus: Bus) -> None:
+    reply = await bus.request(req("nobody_home"), timeout=WAIT)
+    assert reply.kind is Kind.ERROR and reply.error is not None
+    assert reply.error.code == "no_route"
+    assert "nobody_home" in reply.error.message
+
+
+async def test_deadline_exceeded_then_late_reply_dropped_and_counted(bus: Bus) -> None:
+    release = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def slow(envelope: Envelope) -> Envelope:
+        await release.wait()
+        finished.set()
+        return envelope.reply(ProsePart(text="too late"))
+
+    await bus.subscribe("slow", slow)
+    with pytest.raises(DeadlineExceeded):
+        await bus.request(req("slow", deadline=0.3), timeout=WAIT)
+    release.set()
+    await asyncio.wait_for(finished.wait(), WAIT)
+    await eventually(lambda: bus.stats().late_replies_dropped >= 1)
+
+
+async def test_timeout_without_deadline(bus: Bus) -> None:
+    release = asyncio.Event()
+
+    async def slow(envelope: Envelope) -> Envelope:
+        await release.wait()
+        return envelope.reply(ProsePart(text="late"))
+
+    await bus.subscribe("slow", slow)
+    with pytest.raises(DeadlineExceeded):
+        await bus.request(req("slow"), timeout=0.3)
+    release.set()
+
+
+async def test_expired_request_is_not_delivered(bus: Bus) -> None:
+    seen: list[str] = []
+
+    async def handler(envelope: Envelope) -> Envelope:
+        seen.append(envelope.text())
+        return envelope.reply(ProsePart(text="x"))
+
+    gate = asyncio.Event()
+    busy = asyncio.Event()
+
+    async def blocker(envelope: Envelope) -> Envelope:
+        if envelope.text() != "first":
+            return await handler(envelope)
+        busy.set()
+        await gate.wait()
+        return envelope.reply(ProsePart(text="unblocked"))
+
+    await bus.subscribe("single", blocker, concurrency=1)
+    first = asyncio.create_task(bus.request(req("single", ProsePart(text="first")), timeout=WAIT))
+    await asyncio.wait_for(busy.wait(), WAIT)
+    with pytest.raises(DeadlineExceeded):
+        await bus.request(req("single", ProsePart(text="second"), deadline=0.2), timeout=WAIT)
+    gate.set()
+    assert (await first).text() == "unblocked"
+    await eventually(lambda: bus.stats().expired_requests_dropped >= 1)
+    assert seen == []
+
+
+async def test_topic_pattern_fans_out_to_every_listener(bus: Bus) -> None:
+    got_a: list[object] = []
+    got_b: list[object] = []
+    done = asyncio.Event()
+
+    async def listener_a(envelope: Envelope) -> None:
+        got_a.append(envelope.data()[0])
+
+    async def listener_b(envelope: Envelope) -> None:
+        got_b.append(envelope.data()[0])
+        if len(got_b) == 3:
+            done.set()
+
+    await bus.subscribe("events.*", listener_a)
+    await bus.subscribe("events.validation_failure", listener_b, group="b")
+    await bus.publish(event("events.validation_failure", 1))
+    await bus.publish(event("events.validation_failure", 2))
+    await bus.publish(event("events.validation_failure", 3))
+    await asyncio.wait_for(done.wait(), WAIT)
+    await eventually(lambda: len(got_a) == 3)
+    assert sorted(got_a) == [1, 2, 3]
+    assert sorted(got_b) == [1, 2, 3]
+
+
+async def test_same_group_splits_work(bus: Bus) -> None:
+    seen: dict[str, list[int]] = {"one": [], "two": []}
+
+    def worker(label: str):
+        async def handle(envelope: Envelope) -> Envelope:
+            seen[label].append(int(envelope.text()))
+            return envelope.reply(ProsePart(text=label))
+
+        return handle
+
+    await bus.subscribe("pool", worker("one"))
+    await bus.subscribe("pool", worker("two"))
+    replies = await asyncio.gather(*(bus.request(req("pool", ProsePart(text=str(i))), timeout=WAIT) for i in range(40)))
+    assert all(r.kind is Kind.REPLY for r in replies)
+    handled = sorted(seen["one"] + seen["two"])
+    assert handled == list(range(40)), "every request handled exactly once"
+
+
+async def test_wiretap_sees_requests_and_replies(bus: Bus) -> None:
+    tapped: list[Envelope] = []
+    await bus.wiretap(lambda e: _append(tapped, e))
+    await bus.subscribe("echo", echo)
+    request = req("echo", ProsePart(text="tap me"))
+    reply = await bus.request(request, timeout=WAIT)
+    await eventually(lambda: any(e.id == reply.id for e in tapped))
+    ids = [e.id for e in tapped]
+    assert request.id in ids
+    assert ids.index(request.id) < ids.index(reply.id)
+
+
+async def _append(target: list[Envelope], envelope: Envelope) -> None:
+    target.append(envelope)
+
+
+async def test_cancelled_subscription_stops_delivery(bus: Bus) -> None:
+    sub = await bus.subscribe("echo", echo)
+    assert (await bus.request(req("echo"), timeout=WAIT)).kind is Kind.REPLY
+    await sub.cancel()
+    reply = await bus.request(req("echo"), timeout=2)
+    assert reply.kind is Kind.ERROR and reply.error is not None and reply.error.code == "no_route"
+
+
+async def test_close_drains_in_flight_work(bus: Bus) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(envelope: Envelope) -> Envelope:
+        started.set()
+        await release.wait()
+        return envelope.reply(ProsePart(text="finished"))
+
+    await bus.subscribe("slow", slow)
+    pending = asyncio.create_task(bus.request(req("slow"), timeout=WAIT))
+    await asyncio.wait_for(started.wait(), WAIT)
+    closing = asyncio.create_task(bus.close(drain_timeout=WAIT))
+    await eventually(lambda: _refuses_new_work(bus))
+    release.set()
+    reply = await asyncio.wait_for(pending, WAIT)
+    assert reply.text() == "finished"
+    await asyncio.wait_for(closing, WAIT)
+    with pytest.raises(BusClosed):
+        await bus.publish(event("events.x", 1))
+
+
+def _refuses_new_work(bus: Bus) -> bool:
+    return getattr(bus, "_closing", True)

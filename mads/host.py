@@ -1,0 +1,114 @@
+"""The host: builds the bus, starts the selected MADs and the gateway, stops them cleanly.
+
+One process runs one host. By default it runs every MAD on the in-memory bus with
+the gateway; with ``bus = "redis://…"`` and ``mads = [...]`` several hosts split
+the MADs between processes or machines with the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from bus.base import Bus
+from bus.memory import InMemoryBus
+from mads import registry
+from mads.base import MAD, MadContext
+from mads.directory import Directory, PresenceAnnouncer
+from mads.settings import ConfigError, Settings, validate_mad_section
+
+log = logging.getLogger(__name__)
+
+
+def make_bus(url: str, *, process: str) -> Bus:
+    """The transport named by the configuration."""
+    if url == "memory":
+        return InMemoryBus()
+    from bus.redis_bus import RedisBus
+
+    return RedisBus(url, process=process)
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """The one directory holding everything persistent, private to this user."""
+    path = path.expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+class Host:
+    """Owns the lifecycle of the bus, the MADs of this process, the directory and the gateway."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = f"{socket.gethostname()}-{os.getpid()}"
+        self.names = registry.select(settings.ecosystem.mads)
+        self.classes = {name: registry.load(name) for name in self.names}
+        self.configs = {
+            name: validate_mad_section(name, cls.config_model, settings.section(name))
+            for name, cls in self.classes.items()
+        }
+        self.data_dir = prepare_data_dir(settings.ecosystem.data_dir)
+        self.bus: Bus = make_bus(settings.ecosystem.bus, process=self.process)
+        self.mads: dict[str, MAD] = {}
+        self.capabilities: dict[str, Any] = {}
+        self._announcers: list[PresenceAnnouncer] = []
+        self.directory = Directory(self.bus)
+        self.gateway: Any = None
+        self.url: str | None = None
+
+    @property
+    def serves_gateway(self) -> bool:
+        return "grace" in self.names
+
+    async def start(self) -> None:
+        await self.bus.start()
+        await self.directory.start()
+        try:
+            for name in self.names:
+                mad = self.classes[name](
+                    MadContext(
+                        bus=self.bus,
+                        data_dir=self.data_dir,
+                        config=self.configs[name],
+                        capabilities=self.capabilities,
+                    )
+                )
+                await mad.start()
+                self.mads[name] = mad
+                announcer = PresenceAnnouncer(self.bus, mad.address, mad.name, mad.card(), self.process)
+                await announcer.start()
+                self._announcers.append(announcer)
+                log.info("started %s", name)
+            if self.serves_gateway:
+                from gateway.app import Gateway
+
+                self.gateway = Gateway(self.settings, self.bus, self.directory, self.data_dir)
+                self.url = await self.gateway.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop taking requests, let in-flight work finish, then close the bus and storage."""
+        if self.gateway is not None:
+            await self.gateway.stop()
+            self.gateway = None
+        for announcer in reversed(self._announcers):
+            await announcer.stop()
+        self._announcers.clear()
+        await self.directory.stop()
+        # Drain first: in-flight handlers finish and the wiretap flushes before storage closes.
+        await self.bus.close(drain_timeout=self.settings.ecosystem.drain_timeout)
+        for name in reversed(list(self.mads)):
+            try:
+                await self.mads[name].stop()
+            except Exception:
+                log.exception("stopping %s failed", name)
+        self.mads.clear()
+
+
+__all__ = ["ConfigError", "Host", "make_bus", "prepare_data_dir"]

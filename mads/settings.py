@@ -1,0 +1,173 @@
+"""Configuration: an optional TOML file plus environment overrides, validated up front.
+
+Layout of ``ecosystem.toml``::
+
+    [ecosystem]            # where data lives, which bus, which MADs run here
+    data_dir = "data"
+    bus = "memory"         # or "redis://127.0.0.1:6379/0"
+    mads = ["all"]
+
+    [gateway]              # the web door
+    port = 8765
+
+    [fiedler]              # one section per MAD, validated by that MAD's config_model
+    ...
+
+Environment overrides use ``MAD_<SECTION>__<KEY>`` (``MAD_GATEWAY__PORT=9000``,
+``MAD_ECOSYSTEM__BUS=redis://…``); values are parsed as JSON when they parse,
+else taken as strings. A bad value stops start-up with a message naming the key
+(and the variable it came from) and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "MAD_"
+DEFAULT_CONFIG = Path("ecosystem.toml")
+DEFAULT_PORT = 8765
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names the key and the reason."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EcosystemSection(Section):
+    data_dir: Path = Path("data")
+    bus: str = Field(default="memory", description='"memory" or a redis:// URL')
+    mads: list[str] = Field(default_factory=lambda: ["all"], description='MAD names to run here, or ["all"]')
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    drain_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("bus")
+    @classmethod
+    def _bus_url(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError('must be "memory" or a redis:// URL')
+        return value
+
+
+class GatewaySection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    reply_timeout: float = Field(default=120.0, gt=0, le=3600)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    extra: dict[str, Any] = Field(default_factory=dict, description="settings for gateway hardening layers")
+
+
+class Settings(BaseModel):
+    """Everything the host needs; MAD sections stay raw until their MAD validates them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ecosystem: EcosystemSection = Field(default_factory=EcosystemSection)
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    mad_sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    source: str = "defaults"
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.mad_sections.get(name, {})
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], str]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    origin: dict[tuple[str, str], str] = {}
+    for var, raw in environ.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].partition("__")
+        if not section or not key:
+            continue
+        section, key = section.lower(), key.lower()
+        overrides.setdefault(section, {})[key] = _parse_env_value(raw)
+        origin[(section, key)] = var
+    return overrides, origin
+
+
+def _describe(exc: ValidationError, section: str, origin: Mapping[tuple[str, str], str]) -> str:
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [str(x) for x in err["loc"]]
+        key = ".".join([section, *loc]) if section else ".".join(loc)
+        var = origin.get((section, loc[0])) if section and loc else None
+        lines.append(f"{key}: {err['msg']}" + (f" (from environment variable {var})" if var else ""))
+    return "; ".join(lines)
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    known_mads: set[str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Read the TOML file (if any), apply environment then explicit overrides, validate."""
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or "MAD_CONFIG" in environ
+    path = Path(path or environ.get("MAD_CONFIG", DEFAULT_CONFIG))
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"configuration file {path}: cannot read: {exc.strerror}") from None
+    elif explicit:
+        raise ConfigError(f"configuration file {path}: does not exist")
+    env, origin = _env_overrides(environ)
+    for layer in (env, overrides or {}):
+        for section, values in layer.items():
+            target = raw.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{section}: must be a table")
+            target.update(values)
+    sections: dict[str, Any] = {}
+    mad_sections: dict[str, dict[str, Any]] = {}
+    for name, value in raw.items():
+        if name in ("ecosystem", "gateway"):
+            sections[name] = value
+        elif known_mads is None or name in known_mads:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: must be a table")
+            mad_sections[name] = value
+        else:
+            allowed = ", ".join(sorted({"ecosystem", "gateway", *(known_mads or ())}))
+            raise ConfigError(f"{name}: unknown section (known sections: {allowed})")
+    for name, model in (("ecosystem", EcosystemSection), ("gateway", GatewaySection)):
+        if name in sections:
+            if not isinstance(sections[name], dict):
+                raise ConfigError(f"{name}: must be a table")
+            try:
+                sections[name] = model.model_validate(sections[name])
+            except ValidationError as exc:
+                raise ConfigError(_describe(exc, name, origin)) from None
+    return Settings(**sections, mad_sections=mad_sections, source=str(path) if path.exists() else "defaults")
+
+
+def validate_mad_section(name: str, model: type[BaseModel], values: Mapping[str, Any]) -> BaseModel:
+    """Validate one MAD's section with its own model, naming ``<mad>.<key>`` on failure."""
+    try:
+        return model.model_validate(dict(values))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, name, {})) from None

@@ -13,7 +13,7 @@ import fnmatch
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -28,6 +28,13 @@ Handler = Callable[[Envelope], Awaitable[Envelope | None]]
 
 Observer = Callable[[Envelope], Awaitable[None]]
 """Sees every envelope that crosses the bus (Rogers, the audit trail)."""
+
+Gate = Callable[[Envelope], "ErrorInfo | None"]
+"""A delivery check every envelope passes before any handler (e.g. McNamara's quarantine).
+
+Returns ``None`` to let the envelope through, or the error to refuse it with.
+Gates run in the delivering process, so they work the same on every transport.
+"""
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAILBOX = 1024
@@ -136,6 +143,22 @@ class Subscription(ABC):
 class Bus(ABC):
     """Publish, subscribe, request/reply with deadlines, wiretap, close."""
 
+    _gates: list[Gate] | None = None
+
+    @property
+    def gates(self) -> list[Gate]:
+        """Delivery gates of this bus instance; transports pass them to :func:`run_handler`."""
+        if self._gates is None:
+            self._gates = []
+        return self._gates
+
+    def add_gate(self, gate: Gate) -> None:
+        self.gates.append(gate)
+
+    def remove_gate(self, gate: Gate) -> None:
+        if gate in self.gates:
+            self.gates.remove(gate)
+
     @abstractmethod
     async def start(self) -> None:
         """Connect and begin delivering."""
@@ -190,7 +213,9 @@ class Bus(ABC):
         await self.close()
 
 
-async def run_handler(spec: SubscriptionSpec, envelope: Envelope, stats: Counters) -> Envelope | None:
+async def run_handler(
+    spec: SubscriptionSpec, envelope: Envelope, stats: Counters, gates: Sequence[Gate] = ()
+) -> Envelope | None:
     """Deliver one envelope to a handler under the shared rules.
 
     Returns the envelope to send back (reply or error) for a request, else ``None``.
@@ -200,6 +225,11 @@ async def run_handler(spec: SubscriptionSpec, envelope: Envelope, stats: Counter
     if is_request and envelope.expired():
         stats.expired_requests_dropped += 1
         return None
+    for gate in gates:
+        refusal = gate(envelope)
+        if refusal is not None:
+            stats.rejected += 1
+            return envelope.error_reply(refusal, sender=_sender_for(spec, envelope)) if is_request else None
     if spec.contract is not None:
         problem = spec.contract.check(envelope)
         if problem is not None:

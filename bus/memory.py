@@ -65,7 +65,7 @@ class _MemorySubscription(Subscription):
             assert isinstance(item, Envelope)
             self.busy += 1
             try:
-                reply = await run_handler(spec, item, bus._stats)
+                reply = await run_handler(spec, item, bus._stats, bus._gates or ())
                 if reply is not None:
                     await bus._route_reply(reply)
             except Exception:

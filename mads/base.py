@@ -191,6 +191,7 @@ class MAD:
                     caller=call.sender,
                     duration_ms=(time.perf_counter() - started) * 1000,
                 ).model_dump(mode="json"),
+                conversation_id=call.conversation_id,
             )
 
     # ---- message handling ----------------------------------------------------------------

@@ -3,7 +3,7 @@
 The host imports MAD modules only through this table, so MAD modules never need
 to import each other, and ``--mads marco,hopper`` can pick a subset by name.
 Order matters at start-up: Rogers first (its wiretap must see every message),
-Grace last (she fronts the others).
+McNamara before anything it audits, Grace last (she fronts the others).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from mads.base import MAD
 
 MADS: dict[str, str] = {
     "rogers": "mads.rogers:Rogers",
-    "turing": "mads.turing:Turing",
     "mcnamara": "mads.mcnamara:McNamara",
+    "turing": "mads.turing:Turing",
     "fiedler": "mads.fiedler:Fiedler",
     "marco": "mads.marco:Marco",
     "hopper": "mads.hopper:Hopper",

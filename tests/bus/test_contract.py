@@ -285,3 +285,28 @@ async def test_close_drains_in_flight_work(bus: Bus) -> None:
 
 def _refuses_new_work(bus: Bus) -> bool:
     return getattr(bus, "_closing", True)
+
+
+async def test_gate_refuses_before_any_handler(bus: Bus) -> None:
+    from bus.envelope import ErrorInfo
+
+    handled: list[str] = []
+
+    async def handler(envelope: Envelope) -> Envelope:
+        handled.append(envelope.sender)
+        return envelope.reply(ProsePart(text="ok"))
+
+    def quarantine(envelope: Envelope) -> ErrorInfo | None:
+        if envelope.sender == "rogue":
+            return ErrorInfo(code="quarantined", message="rogue is quarantined")
+        return None
+
+    bus.add_gate(quarantine)
+    await bus.subscribe("target", handler)
+    refused = await bus.request(req("target", sender="rogue"), timeout=WAIT)
+    assert refused.error is not None and refused.error.code == "quarantined"
+    accepted = await bus.request(req("target", sender="friend"), timeout=WAIT)
+    assert accepted.kind is Kind.REPLY
+    bus.remove_gate(quarantine)
+    assert (await bus.request(req("target", sender="rogue"), timeout=WAIT)).kind is Kind.REPLY
+    assert handled == ["friend", "rogue"]

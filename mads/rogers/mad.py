@@ -1,0 +1,312 @@
+"""Rogers: keeps every conversation forever.
+
+A wiretap sees each envelope that crosses the bus, in publication order, and hands it
+to a bounded queue; one writer task drains the queue in batches, one transaction per
+batch (group commit: while one batch fsyncs, the next one gathers). ``sync`` answers
+only once the envelope that carried it — and so everything published before it — has
+been committed, which is what lets the gateway acknowledge a message as durable.
+
+Not stored: envelopes to ``stream.*`` (deltas the final reply repeats) and Rogers's
+own replies (copies of rows it already holds; storing them would copy every page it
+serves). Everything else — requests, replies, events, errors — is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import re
+from collections import OrderedDict
+
+from bus.base import Subscription
+from bus.envelope import Envelope, Kind
+from bus.ids import new_id
+from mads.base import MAD, MadContext, ToolFailure
+from mads.rogers.schemas import (
+    Conversation,
+    ConversationPage,
+    CreateConversationArgs,
+    GetConversationArgs,
+    HistoryArgs,
+    ListConversationsArgs,
+    MessagePage,
+    NoArgs,
+    RogersConfig,
+    SearchArgs,
+    SearchResult,
+    Stats,
+    SyncResult,
+)
+from mads.rogers.search_query import to_fts_query
+from mads.rogers.store import ConversationStore, MessageRecord, timestamp
+from mads.tools import Call, tool
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+_POSITIONS_KEPT = 4096
+"""Requests to Rogers remembered by tap position until their handler asks (``sync``).
+
+A handler runs at most mailbox + concurrency requests after the tap saw its envelope,
+far fewer than this, so an entry is never evicted before it is needed."""
+_RETRY_FIRST, _RETRY_MAX = 0.5, 30.0
+
+
+class Rogers(MAD):
+    name = "rogers"
+    description = (
+        "Keeps every conversation forever: lists conversations, returns a conversation's full message "
+        "history page by page, and searches what was said."
+    )
+    role_prompt = (
+        "Answer questions about past conversations using your tools. Use search to find where something "
+        "was said, get_conversation for who took part, and history (with next_cursor) to read messages in "
+        "order. Quote what the records say; never invent messages."
+    )
+    config_model = RogersConfig
+
+    def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
+        super().__init__(ctx, instance=instance)
+        config = ctx.config
+        self.config = config if isinstance(config, RogersConfig) else RogersConfig.model_validate(config.model_dump())
+        self.store = ConversationStore(self.data_dir / self.config.db_filename)
+        self._skip = re.compile("|".join(fnmatch.translate(p) for p in self.config.skip_recipients) or r"(?!)")
+        self._queue: asyncio.Queue[tuple[int, Envelope] | object] = asyncio.Queue(self.config.queue_max)
+        self._tap: Subscription | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._observed = 0
+        """Stored envelopes seen by the tap so far: the tap position of the latest one."""
+        self._committed = 0
+        self._committed_id: str | None = None
+        self._count = 0
+        self._positions: OrderedDict[str, int] = OrderedDict()
+        self._position_waiters: dict[str, asyncio.Future[int]] = {}
+        self._progress = asyncio.Condition()
+        self._failures = 0
+        self._last_failure: str | None = None
+        self._batches = 0
+        self._largest_batch = 0
+        self._skipped = 0
+        self._unstorable = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        await self.store.open()
+        self._count = await self.store.message_count()
+        self._writer = asyncio.create_task(self._write_loop(), name="rogers:writer")
+        self._tap = await self.bus.wiretap(self._observe)
+
+    async def on_stop(self) -> None:
+        """Stop tapping, write what was tapped, close the database.
+
+        Envelopes still in the bus's tap mailbox are lost if the bus is still running:
+        close the bus first (it drains the tap) to keep everything.
+        """
+        if self._tap is not None:
+            await self._tap.cancel()
+            self._tap = None
+        if self._writer is not None:
+            await self._queue.put(_STOP)
+            await self._writer
+            self._writer = None
+        await self.store.close()
+
+    # ---- the write path ----------------------------------------------------------------
+
+    async def _observe(self, envelope: Envelope) -> None:
+        """The wiretap observer: queue the envelope for the writer (waits while the queue is full)."""
+        if self._stored(envelope):
+            self._observed += 1
+            await self._queue.put((self._observed, envelope))
+        else:
+            self._skipped += 1
+        if envelope.kind is Kind.REQUEST and envelope.recipient == self.address:
+            waiter = self._position_waiters.pop(envelope.id, None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(self._observed)
+            else:
+                self._positions[envelope.id] = self._observed
+                if len(self._positions) > _POSITIONS_KEPT:
+                    self._positions.popitem(last=False)
+
+    def _stored(self, envelope: Envelope) -> bool:
+        if self._skip.match(envelope.recipient):
+            return False
+        return not (
+            envelope.sender == self.address and envelope.kind is Kind.REPLY and not self.config.store_own_replies
+        )
+
+    def _scrub(self, text: str) -> str:
+        """The one place stored text passes through (envelope JSON and search text); secret redaction plugs in here."""
+        return text
+
+    def _record(self, envelope: Envelope) -> MessageRecord:
+        text = envelope.text()
+        error = envelope.error
+        if error is not None:
+            text = f"{text}\n{error.message}" if text else error.message
+        return MessageRecord(
+            id=envelope.id,
+            conversation_id=envelope.conversation_id,
+            sender=envelope.sender,
+            recipient=envelope.recipient,
+            kind=envelope.kind.value,
+            correlation_id=envelope.correlation_id,
+            created_at=timestamp(envelope.created_at),
+            text=self._scrub(text),
+            envelope_json=self._scrub(envelope.model_dump_json(exclude_none=True)),
+        )
+
+    def _records(self, batch: list[tuple[int, Envelope]]) -> list[MessageRecord]:
+        """Encode a batch (in a thread: JSON for hundreds of envelopes is real CPU work).
+
+        An envelope that cannot be encoded is logged and counted, not retried: retrying
+        a deterministic failure would stop every later message from being stored.
+        """
+        records = []
+        for _, envelope in batch:
+            try:
+                records.append(self._record(envelope))
+            except Exception as exc:
+                self._unstorable += 1
+                log.error("rogers cannot encode envelope %s: %s", envelope.id, type(exc).__name__)
+        return records
+
+    async def _write_loop(self) -> None:
+        """Drain the queue in batches, one transaction each, until told to stop."""
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self.config.batch_max:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            await self._commit(batch)  # type: ignore[arg-type]
+
+    async def _commit(self, batch: list[tuple[int, Envelope]]) -> None:
+        """Write one batch, retrying until it is stored: a tapped envelope is never dropped."""
+        records = await asyncio.to_thread(self._records, batch)
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                self._count = await self.store.append(records)
+                break
+            except Exception as exc:
+                self._failures += 1
+                self._last_failure = f"{type(exc).__name__}: {exc}"
+                log.error("rogers could not store %d envelopes (retrying in %.1fs): %s", len(batch), delay, exc)
+                async with self._progress:
+                    self._progress.notify_all()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+        self._last_failure = None
+        self._batches += 1
+        self._largest_batch = max(self._largest_batch, len(batch))
+        self._committed = batch[-1][0]
+        self._committed_id = batch[-1][1].id
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _position_of(self, envelope_id: str) -> int:
+        """The tap position of a request to Rogers, waiting for the tap to see it if need be."""
+        position = self._positions.pop(envelope_id, None)
+        if position is not None:
+            return position
+        waiter = asyncio.get_running_loop().create_future()
+        self._position_waiters[envelope_id] = waiter
+        try:
+            return await waiter
+        finally:
+            self._position_waiters.pop(envelope_id, None)
+
+    async def _committed_through(self, position: int) -> None:
+        failures = self._failures
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._committed >= position or self._failures > failures)
+        if self._committed < position:
+            raise ToolFailure(
+                "store_unavailable",
+                f"messages are not yet durable: {self._last_failure or 'the database refused a write'}",
+                retryable=True,
+            )
+
+    # ---- tools -------------------------------------------------------------------------
+
+    @tool(
+        "Wait until every message that crossed the bus before this call is durably stored, then return "
+        "stored_through (id of the last stored message) and count (messages stored in total)."
+    )
+    async def sync(self, args: NoArgs, call: Call) -> SyncResult:
+        remaining = call.envelope.remaining()
+        try:
+            async with asyncio.timeout(remaining):
+                await self._committed_through(await self._position_of(call.envelope.id))
+        except TimeoutError:
+            raise ToolFailure(
+                "timeout", "messages were not stored before the request's deadline", retryable=True
+            ) from None
+        return SyncResult(stored_through=self._committed_id, count=self._count)
+
+    @tool("Start a new conversation and return it (its id is what messages carry as conversation_id).")
+    async def create_conversation(self, args: CreateConversationArgs, call: Call) -> Conversation:
+        return await self.store.create_conversation(new_id(), args.title, args.created_by or call.sender)
+
+    @tool("List conversations, newest first, one page at a time (pass next_cursor back to get the next page).")
+    async def list_conversations(self, args: ListConversationsArgs) -> ConversationPage:
+        return await self.store.list_conversations(args.cursor, min(args.limit, self.config.page_max))
+
+    @tool("Get one conversation: title, times, message count and participants (who sent or received messages).")
+    async def get_conversation(self, args: GetConversationArgs) -> Conversation:
+        conversation = await self.store.get_conversation(args.conversation_id)
+        if conversation is None:
+            raise _not_found(args.conversation_id)
+        return conversation
+
+    @tool(
+        "Read a conversation's messages in order: direction forward (oldest first) or backward (newest first). "
+        "Pass next_cursor back as cursor for the next page; next_cursor is null on the last page."
+    )
+    async def history(self, args: HistoryArgs) -> MessagePage:
+        if await self.store.get_conversation(args.conversation_id, participants=False) is None:
+            raise _not_found(args.conversation_id)
+        limit = min(args.limit, self.config.page_max)
+        return await self.store.history(args.conversation_id, args.cursor, limit, args.direction)
+
+    @tool(
+        "Full-text search over what was said (all words must match; best matches first), optionally within "
+        "one conversation. Each hit has the message id, its conversation and a snippet with matches in [brackets]."
+    )
+    async def search(self, args: SearchArgs) -> SearchResult:
+        fts_query = to_fts_query(args.query)
+        hits = await self.store.search(fts_query, args.conversation_id, min(args.limit, self.config.page_max))
+        return SearchResult(query=args.query, fts_query=fts_query, hits=hits)
+
+    @tool("Counts: messages and conversations stored, writes pending and batches committed.")
+    async def stats(self, args: NoArgs) -> Stats:
+        return Stats(
+            messages=self._count,
+            conversations=await self.store.conversation_count(),
+            schema_version=self.store.schema_version,
+            pending=self._observed - self._committed,
+            batches=self._batches,
+            largest_batch=self._largest_batch,
+            skipped=self._skipped,
+            write_failures=self._failures,
+            unstorable=self._unstorable,
+        )
+
+
+def _not_found(conversation_id: str) -> ToolFailure:
+    return ToolFailure("not_found", f"no conversation {conversation_id!r}")
+

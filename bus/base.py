@@ -195,8 +195,15 @@ class Bus(ABC):
         """
 
     @abstractmethod
-    async def wiretap(self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX) -> Subscription:
-        """Observe every envelope, in publication order."""
+    async def wiretap(
+        self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX, group: str | None = None
+    ) -> Subscription:
+        """Observe every envelope, in publication order.
+
+        Taps sharing a ``group`` share one position: across processes, each envelope
+        reaches one of them (Rogers uses ``group="rogers"`` so a deployment stores
+        each message once). In one process every tap sees everything.
+        """
 
     @abstractmethod
     def stats(self) -> BusStats: ...

@@ -26,6 +26,8 @@ MAX_PARTS = 64
 MAX_TEXT = 1_000_000
 
 ERROR_MEDIA_TYPE = "application/vnd.mad.error+json"
+SECRET_MEDIA_TYPE = "application/vnd.mad.secret+json"
+"""A data part carrying a secret value: wiretap consumers (Rogers) must strip it, never store it."""
 DELTA_MEDIA_TYPE = "application/vnd.mad.delta+json"
 JSON_MEDIA_TYPE = "application/json"
 

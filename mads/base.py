@@ -214,7 +214,7 @@ class MAD:
                     return envelope.error_reply(exc.error)
                 except ToolFailure as exc:
                     return envelope.error_reply(exc.error)
-                out.append(DataPart(media_type=JSON_MEDIA_TYPE, value=value))
+                out.append(self.result_part(part.tool, value))
         if any(isinstance(p, ProsePart) for p in envelope.content):
             outcome = await self.think(envelope)
             if outcome.error is not None:
@@ -226,6 +226,10 @@ class MAD:
         if not out:
             out.append(DataPart(value=None))
         return envelope.reply(*out)
+
+    def result_part(self, tool: str, value: JsonValue) -> DataPart:
+        """The reply part carrying one tool's result; a MAD may label some results (e.g. secrets)."""
+        return DataPart(media_type=JSON_MEDIA_TYPE, value=value)
 
     async def think(self, envelope: Envelope) -> ThoughtOutcome:
         """Send prose to the Imperator (a validated tool-calling loop through Fiedler)."""

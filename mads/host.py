@@ -24,12 +24,30 @@ log = logging.getLogger(__name__)
 
 
 def make_bus(url: str, *, process: str) -> Bus:
-    """The transport named by the configuration."""
+    """The transport named by the configuration.
+
+    A Redis URL may carry bus settings in its query (``?prefix=prod&reclaim_idle=10``),
+    so deployments sharing one Redis stay apart; a bad one is a configuration error
+    naming ``ecosystem.bus`` and the setting.
+    """
     if url == "memory":
         return InMemoryBus()
-    from bus.redis_bus import RedisBus
+    from pydantic import ValidationError
 
-    return RedisBus(url, process=process)
+    from bus.redis import RedisBus
+    from bus.redis.settings import split_url
+
+    connection, query = split_url(url)
+    try:
+        return RedisBus(connection, **query)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ecosystem.bus: {'.'.join(str(x) for x in err['loc']) or 'query'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise ConfigError(problems) from None
+    except ValueError as exc:
+        raise ConfigError(f"ecosystem.bus: {exc}") from None
 
 
 def prepare_data_dir(path: Path) -> Path:
@@ -63,6 +81,16 @@ class Host:
     @property
     def serves_gateway(self) -> bool:
         return "grace" in self.names
+
+    def describe(self) -> str:
+        """One line for the operator: which MADs run here, on which bus (no password), gateway or not."""
+        bus = self.settings.ecosystem.bus
+        if bus != "memory":
+            from bus.redis.settings import redacted
+
+            bus = redacted(bus)
+        where = f"gateway at {self.url}" if self.url else "no gateway in this process (it runs where grace runs)"
+        return f"process {self.process} runs MADs: {', '.join(self.names) or 'none'}; bus: {bus}; {where}"
 
     async def start(self) -> None:
         await self.bus.start()

@@ -20,7 +20,17 @@ async def _memory(request: pytest.FixtureRequest) -> Bus:
     return InMemoryBus()
 
 
-BUS_FACTORIES: dict[str, BusFactory] = {"memory": _memory}
+async def _redis(request: pytest.FixtureRequest) -> Bus:
+    from bus.redis import RedisBus
+    from tests.bus.redis_server import delete_prefix, redis_url, unique_prefix
+
+    url = redis_url()
+    prefix = unique_prefix(request.node.name)
+    request.addfinalizer(lambda: delete_prefix(url, prefix))
+    return RedisBus(url, prefix=prefix, reclaim_idle=1.0, presence_ttl=2.0, janitor_interval=0.5, block=0.5)
+
+
+BUS_FACTORIES: dict[str, BusFactory] = {"memory": _memory, "redis": _redis}
 
 
 @pytest.fixture(params=sorted(BUS_FACTORIES))

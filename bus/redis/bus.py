@@ -1,0 +1,584 @@
+"""``RedisBus``: the :class:`bus.base.Bus` interface on Redis Streams, for several processes.
+
+Layout (``P`` = prefix): one stream per address ``P:s:<address>`` and one per glob
+pattern ``P:p:<glob>``, a consumer group per subscribing group, an inbox stream per
+bus instance ``P:inbox:<instance>`` for replies, ``P:tap`` for wiretaps and
+``P:dead`` for dead letters. Live subscriptions are registered with expiry
+(``P:r:<address>``, ``P:pat``), so publishing checks routes atomically (Lua) and
+answers ``no_route`` at once. Design and guarantees: requirements/bus-redis.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+
+from bus.base import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAILBOX,
+    DEFAULT_TIMEOUT,
+    Bus,
+    BusClosed,
+    BusError,
+    BusStats,
+    Counters,
+    DeadlineExceeded,
+    Handler,
+    Observer,
+    Subscription,
+    SubscriptionSpec,
+)
+from bus.contract import Contract
+from bus.envelope import Envelope, ErrorInfo, Kind
+from bus.redis import lua
+from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
+from bus.redis.consumer import RedisSubscription, decode_entry
+from bus.redis.dead_letters import DeadLetter, dead_fields, parse_dead
+from bus.redis.settings import DEFAULT_URL, INBOX_NAMESPACE, SEP, Keys, RedisBusSettings
+from bus.redis.tap import RedisTap
+
+log = logging.getLogger(__name__)
+
+
+class BusUnavailable(BusError):
+    """Redis could not be reached within ``retry_timeout``."""
+
+
+class BusBackpressure(BusError):
+    """A stream stayed at ``max_len`` unacknowledged entries for longer than the publisher could wait."""
+
+
+class TransportStats(BaseModel):
+    """Redis-only counters, next to the shared :class:`BusStats`."""
+
+    duplicates_dropped: int = 0
+    reclaimed: int = 0
+    dead_lettered: int = 0
+    reconnects: int = 0
+    backpressure_waits: int = 0
+
+
+@dataclass(slots=True)
+class _TransportCounters:
+    duplicates_dropped: int = 0
+    reclaimed: int = 0
+    dead_lettered: int = 0
+    reconnects: int = 0
+    backpressure_waits: int = 0
+
+
+class _Scripts:
+    def __init__(self, redis: Redis) -> None:
+        self.publish = redis.register_script(lua.PUBLISH)
+        self.claim = redis.register_script(lua.CLAIM)
+        self.register = redis.register_script(lua.REGISTER)
+        self.janitor = redis.register_script(lua.JANITOR)
+
+
+class RedisBus(Bus):
+    """Redis Streams transport: ``RedisBus(url, prefix="mad", reclaim_idle=30.0, ...)``.
+
+    Keyword arguments are :class:`RedisBusSettings` fields (validated; a bad value
+    raises naming the field). ``settings`` supplies them all at once instead.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, settings: RedisBusSettings | None = None, **overrides: Any) -> None:
+        base = settings.model_dump() if settings is not None else {}
+        self.settings = RedisBusSettings.model_validate({**base, **overrides})
+        self.url = url
+        self.keys = Keys(self.settings.prefix)
+        self.instance = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.inbox_address = f"{INBOX_NAMESPACE}.{self.instance}"
+        self.inbox = self.keys.inbox(self.instance)
+        self.lease_ms = int(self.settings.reclaim_idle * 1000)
+        self.redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0)
+        self.scripts = _Scripts(self.redis)
+        self.counters = Counters()
+        self.transport = _TransportCounters()
+        self._subs: list[RedisSubscription] = []
+        self._taps: list[RedisTap] = []
+        self._pending: dict[str, tuple[asyncio.Future[Envelope], str]] = {}
+        self._seq = itertools.count(1)
+        self._depth: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._lost = False
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._started = False
+
+    # lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self._closing:
+            raise BusClosed("bus is closed")
+        try:
+            await self._register_all("0")
+        except TRANSIENT as exc:
+            raise BusUnavailable(f"cannot reach Redis at {self._where()}: {type(exc).__name__}") from exc
+        self._started = True
+        self._tasks = [
+            asyncio.create_task(self._inbox_loop(), name="bus:inbox"),
+            asyncio.create_task(self._heartbeat_loop(), name="bus:heartbeat"),
+            asyncio.create_task(self._janitor_loop(), name="bus:janitor"),
+        ]
+
+    def _where(self) -> str:
+        kwargs = self.redis.connection_pool.connection_kwargs
+        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        try:
+            subs, taps = list(self._subs), list(self._taps)
+            with contextlib.suppress(*TRANSIENT):
+                await self._withdraw_routes(subs)
+            for sub in subs:
+                await sub.stop_reading()
+            for sub in subs:
+                await sub.drain(max(0.0, deadline - loop.time()))
+            waiting = [future for future, _ in self._pending.values() if not future.done()]
+            if waiting:
+                await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
+            for future, _ in self._pending.values():
+                if not future.done():
+                    future.set_exception(BusClosed("bus closed before the reply arrived"))
+            self._pending.clear()
+            for tap in taps:
+                await tap.stop()
+            await self._stop_tasks()
+            with contextlib.suppress(*TRANSIENT):
+                await self._forget(subs, taps, delete_inbox=True)
+            self._subs.clear()
+            self._taps.clear()
+        finally:
+            await self.redis.aclose()
+            self._closed.set()
+
+    async def abort(self) -> None:
+        """Stop at once as if the process died: nothing is acknowledged, drained or unregistered.
+
+        Registrations and the inbox then expire on their own and other instances
+        reclaim this one's pending entries: exactly what a crash leaves behind.
+        """
+        self._closing = True
+        for sub in self._subs:
+            sub.abort()
+        for tap in self._taps:
+            tap.abort()
+        await self._stop_tasks()
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(BusClosed("bus aborted"))
+        self._pending.clear()
+        await self.redis.aclose()
+        self._closed.set()
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # subscriptions
+
+    async def subscribe(
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        contract: Contract | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        mailbox: int = DEFAULT_MAILBOX,
+    ) -> Subscription:
+        """See :meth:`Bus.subscribe`. ``mailbox`` is not used: the stream is the mailbox, bounded by ``max_len``."""
+        if self._closing:
+            raise BusClosed("bus is closed")
+        if concurrency < 1 or mailbox < 1:
+            raise ValueError("concurrency and mailbox must be at least 1")
+        if group is not None and (not group or SEP in group):
+            raise ValueError("group must be a non-empty name without control characters")
+        if not pattern or SEP in pattern:
+            raise ValueError("pattern must be a non-empty address or glob without control characters")
+        uid = f"{self.instance}.{next(self._seq)}"
+        spec = SubscriptionSpec(
+            pattern=pattern, handler=handler, group="", contract=contract, concurrency=concurrency, mailbox=mailbox
+        )
+        ephemeral = group is None and spec.is_pattern
+        spec.group = group or (f"{pattern}#{uid}" if spec.is_pattern else pattern)
+        sub = RedisSubscription(self, spec, uid, ephemeral)
+        await self._register([sub.registration("$")])
+        self._subs.append(sub)
+        sub.start()
+        return sub
+
+    async def wiretap(
+        self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX, group: str | None = None
+    ) -> Subscription:
+        """See :meth:`Bus.wiretap`. ``group`` shares one tap position between instances (Rogers)."""
+        if self._closing:
+            raise BusClosed("bus is closed")
+        if group is not None and (not group or SEP in group):
+            raise ValueError("group must be a non-empty name without control characters")
+        uid = f"{self.instance}.{next(self._seq)}"
+        tap = RedisTap(self, observer, uid, group or f"tap#{uid}", ephemeral=group is None)
+        await self._register([tap.registration("$")])
+        self._taps.append(tap)
+        tap.start()
+        return tap
+
+    async def unregister(self, sub: RedisSubscription) -> None:
+        """Cancel one subscription: route gone at once, running handlers finish, a private group is destroyed."""
+        with contextlib.suppress(*TRANSIENT):
+            await self.redis.zrem(sub.registry, sub.member)
+        await sub.stop_reading()
+        await sub.drain(self.settings.retry_timeout)
+        if sub in self._subs:
+            self._subs.remove(sub)
+        with contextlib.suppress(*TRANSIENT):
+            await self._forget([sub], [], delete_inbox=False)
+
+    async def unregister_tap(self, tap: RedisTap) -> None:
+        await tap.stop()
+        if tap in self._taps:
+            self._taps.remove(tap)
+        with contextlib.suppress(*TRANSIENT):
+            await self._forget([], [tap], delete_inbox=False)
+
+    async def _withdraw_routes(self, subs: list[RedisSubscription]) -> None:
+        """Stop routing to these subscriptions before draining them, so other instances take new work."""
+        if subs:
+            pipe = self.redis.pipeline(transaction=False)
+            for sub in subs:
+                pipe.zrem(sub.registry, sub.member)
+            await pipe.execute(raise_on_error=False)
+
+    async def _forget(self, subs: list[RedisSubscription], taps: list[RedisTap], *, delete_inbox: bool) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for sub in subs:
+            pipe.zrem(sub.registry, sub.member)
+            if sub.ephemeral:
+                pipe.xgroup_destroy(sub.stream, sub.spec.group)
+                pipe.zrem(self.keys.groups, f"{sub.stream}{SEP}{sub.spec.group}")
+        for tap in taps:
+            pipe.zrem(self.keys.taps, tap.uid)
+            if tap.ephemeral:
+                pipe.xgroup_destroy(tap.stream, tap.spec.group)
+                pipe.zrem(self.keys.groups, f"{tap.stream}{SEP}{tap.spec.group}")
+        if delete_inbox:
+            pipe.delete(self.inbox)
+        await pipe.execute(raise_on_error=False)
+
+    async def _register(self, entries: list[list[str | int]], inbox: bool = False) -> None:
+        args: list[str | int] = [self.keys.prefix, int(self.settings.presence_ttl * 1000), self.inbox if inbox else ""]
+        for entry in entries:
+            args.extend(entry)
+        await self.scripts.register(keys=[], args=args)
+
+    async def _register_all(self, start: str) -> None:
+        entries = [s.registration(start) for s in self._subs if not s.stopping]
+        entries += [t.registration(start) for t in self._taps]
+        await self._register(entries, inbox=True)
+
+    # publishing
+
+    async def publish(self, envelope: Envelope) -> None:
+        if self._closing:
+            raise BusClosed("bus is closing; nothing new is accepted")
+        await self._publish(envelope)
+
+    async def _publish(
+        self, envelope: Envelope, ack: tuple[str, str, str, str] | None = None, patience: float | None = None
+    ) -> None:
+        """One atomic step in Redis: route check, backpressure, wiretap copy, write (and ack, for a reply)."""
+        settings = self.settings
+        args: list[str | int] = [
+            self.keys.prefix,
+            envelope.recipient,
+            envelope.kind.value,
+            envelope.model_dump_json(),
+            settings.max_len,
+            settings.tap_max_len,
+        ]
+        if ack is None:
+            args += ["", "", "", "", 0]
+        else:
+            args += [*ack, int(settings.dedup_window * 1000)]
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + (settings.retry_timeout if patience is None else patience)
+        backoff = Backoff(settings.backoff_max)
+        while True:
+            try:
+                result = await self.scripts.publish(keys=[], args=args)
+            except TRANSIENT as exc:
+                self.connection_lost()
+                if loop.time() >= give_up:
+                    raise BusUnavailable(f"Redis unreachable while publishing {envelope.id}") from exc
+                await backoff.wait()
+                continue
+            status = result[0].decode()
+            if status != "full":
+                break
+            self.transport.backpressure_waits += 1
+            if loop.time() >= give_up:
+                raise BusBackpressure(f"{result[1].decode()} stayed full ({settings.max_len} unacknowledged entries)")
+            await backoff.wait()
+        if backoff.reset():
+            self.wake_heartbeat()
+        self.counters.published += 1
+        if status == "no_route":
+            self.counters.undeliverable += 1
+            await self._publish(not_running(envelope), patience=patience)
+        elif status == "undeliverable":
+            self.counters.undeliverable += 1
+        elif status == "gone":
+            self.counters.late_replies_dropped += 1
+
+    async def finish(self, stream: str, group: str, entry_id: str, key: str, reply: Envelope | None) -> None:
+        """Settle a handled entry: publish the reply, mark the envelope done and ack, all in one step."""
+        if reply is not None:
+            await self._publish(reply, ack=(stream, group, entry_id, key))
+            return
+        backoff = Backoff(self.settings.backoff_max)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.settings.retry_timeout
+        while True:
+            try:
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.set(key, "done", px=int(self.settings.dedup_window * 1000))
+                pipe.xack(stream, group, entry_id)
+                await pipe.execute()
+                return
+            except TRANSIENT:
+                self.connection_lost()
+                if loop.time() >= give_up:
+                    raise
+                await backoff.wait()
+
+    async def dead_letter(
+        self, stream: str, group: str, entry_id: str, reason: str, deliveries: int, payload: bytes | None
+    ) -> None:
+        """Move an entry to ``P:dead`` with its reason and ack it, in one transaction."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(
+            self.keys.dead,
+            dead_fields(stream, group, entry_id, reason, deliveries, payload),  # type: ignore[arg-type]
+            maxlen=self.settings.dead_max_len,
+            approximate=True,
+        )
+        pipe.xack(stream, group, entry_id)
+        await pipe.execute()
+        self.transport.dead_lettered += 1
+        log.warning("dead-lettered %s from %s: %s", entry_id, stream, reason[:200])
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead letters, newest first."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        entries = await self.redis.xrevrange(self.keys.dead, count=limit)
+        return [parse_dead(entry_id, fields) for entry_id, fields in entries]
+
+    # request / reply
+
+    async def request(self, envelope: Envelope, timeout: float | None = None) -> Envelope:
+        """See :meth:`Bus.request`. ``reply_to`` is set to this bus's inbox; the reply handed back is
+        addressed to the requester (``reply_to or sender`` of the request), as on every transport."""
+        if self._closing:
+            raise BusClosed("bus is closing; nothing new is accepted")
+        if envelope.kind is not Kind.REQUEST:
+            raise ValueError(f"request() needs kind=request, got {envelope.kind}")
+        wait = envelope.remaining()
+        if wait is None:
+            wait = timeout if timeout is not None else DEFAULT_TIMEOUT
+        requester = envelope.reply_to or envelope.sender
+        outgoing = envelope.model_copy(update={"reply_to": self.inbox_address})
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Envelope] = loop.create_future()
+        self._pending[envelope.id] = (future, requester)
+        try:
+            async with asyncio.timeout(wait):
+                await self._publish(outgoing, patience=wait)
+                return await future
+        except TimeoutError:
+            raise DeadlineExceeded(envelope, wait) from None
+        finally:
+            self._pending.pop(envelope.id, None)
+
+    async def _inbox_loop(self) -> None:
+        backoff = Backoff(self.settings.backoff_max)
+        block_ms = int(self.settings.block * 1000)
+        while True:
+            try:
+                response = await self.redis.xreadgroup(
+                    "inbox", "owner", {self.inbox: ">"}, count=256, block=block_ms, noack=True
+                )
+            except ResponseError as exc:
+                if not is_nogroup(exc):
+                    log.warning("reading the inbox failed: %s", exc)
+                self.wake_heartbeat()
+                await backoff.wait()
+                continue
+            except TRANSIENT:
+                self.connection_lost()
+                await backoff.wait()
+                continue
+            if backoff.reset():
+                self.wake_heartbeat()
+            for _stream, entries in response or []:
+                for raw_id, fields in entries:
+                    await self._deliver_reply(raw_id, fields)
+
+    async def _deliver_reply(self, raw_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+        reply, reason, raw = decode_entry(fields)
+        if reply is None:
+            self.counters.rejected += 1
+            with contextlib.suppress(*TRANSIENT):
+                await self.dead_letter(self.inbox, "inbox", raw_id.decode(), reason, 1, raw)
+            return
+        waiting = self._pending.pop(reply.correlation_id or "", None)
+        if waiting is None or waiting[0].done():
+            self.counters.late_replies_dropped += 1
+            return
+        future, requester = waiting
+        if reply.recipient != requester:
+            reply = reply.model_copy(update={"recipient": requester})
+        future.set_result(reply)
+
+    # upkeep
+
+    def connection_lost(self) -> None:
+        """A loop saw Redis go away: re-register as soon as it is back (a restart loses everything)."""
+        if not self._lost:
+            self._lost = True
+            self.transport.reconnects += 1
+            log.warning("lost Redis at %s; retrying with backoff", self._where())
+        self._wake.set()
+
+    def wake_heartbeat(self) -> None:
+        self._wake.set()
+
+    async def _heartbeat_loop(self) -> None:
+        backoff = Backoff(self.settings.backoff_max)
+        while True:
+            try:
+                await self._register_all("0")
+                await self._renew_leases()
+            except TRANSIENT:
+                self.connection_lost()
+                await backoff.wait()
+                continue
+            if self._lost:
+                self._lost = False
+                log.warning("Redis at %s is back; subscriptions re-registered", self._where())
+            backoff.reset()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.heartbeat):
+                    await self._wake.wait()
+
+    async def _renew_leases(self) -> None:
+        """Keep running handlers' entries fresh so no other consumer reclaims live work."""
+        busy = [sub for sub in self._subs if sub.inflight]
+        if not busy:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for sub in busy:
+            entries = list(sub.inflight.items())
+            pipe.xclaim(sub.stream, sub.spec.group, sub.uid, 0, [e for e, _ in entries], justid=True)
+            for _, (_, key) in entries:
+                pipe.pexpire(key, self.lease_ms)
+        await pipe.execute(raise_on_error=False)
+
+    async def _janitor_loop(self) -> None:
+        while True:
+            try:
+                await self.janitor()
+                await self.refresh_queue_depth()
+            except TRANSIENT:
+                self.connection_lost()
+            except ResponseError as exc:
+                log.warning("janitor failed: %s", exc)
+            await asyncio.sleep(self.settings.janitor_interval)
+
+    async def janitor(self) -> tuple[int, int]:
+        """Run one janitor pass now: ``(groups destroyed, entries trimmed)``."""
+        idle_ms = int(max(self.settings.presence_ttl, self.settings.reclaim_idle) * 1000)
+        destroyed, trimmed = await self.scripts.janitor(keys=[self.inbox], args=[self.keys.prefix, idle_ms])
+        return int(destroyed), int(trimmed)
+
+    async def refresh_queue_depth(self) -> dict[str, int]:
+        """Unfinished work per subscription (pending + not yet delivered), as ``stats()`` reports it."""
+        depth: dict[str, int] = {}
+        streams = {sub.stream for sub in self._subs}
+        if streams:
+            pipe = self.redis.pipeline(transaction=False)
+            ordered = sorted(streams)
+            for stream in ordered:
+                pipe.xinfo_groups(stream)
+            infos = await pipe.execute(raise_on_error=False)
+            by_stream = {s: i for s, i in zip(ordered, infos, strict=True) if not isinstance(i, Exception)}
+            for sub in self._subs:
+                for group in by_stream.get(sub.stream, []):
+                    if _text(group.get("name")) == sub.spec.group:
+                        depth[sub.spec.pattern] = int(group.get("pending") or 0) + int(group.get("lag") or 0)
+        self._depth = depth
+        return depth
+
+    def stats(self) -> BusStats:
+        """Counters of this instance; ``queue_depth`` as of the last janitor pass (see ``refresh_queue_depth``)."""
+        return self.counters.snapshot(dict(self._depth))
+
+    def transport_stats(self) -> TransportStats:
+        t = self.transport
+        return TransportStats(
+            duplicates_dropped=t.duplicates_dropped,
+            reclaimed=t.reclaimed,
+            dead_lettered=t.dead_lettered,
+            reconnects=t.reconnects,
+            backpressure_waits=t.backpressure_waits,
+        )
+
+
+def not_running(envelope: Envelope) -> Envelope:
+    """The ``no_route`` reply across processes: say the recipient is down, not just unheard.
+
+    Registrations expire ``presence_ttl`` after a process stops heartbeating, so no live
+    route means no process runs that MAD now; the caller learns it at once, by name.
+    """
+    return envelope.error_reply(
+        ErrorInfo(
+            code="no_route",
+            message=(
+                f"{envelope.recipient!r} is not running: no live process serves it on this bus "
+                "(it is down, was never started, or is restarting)"
+            ),
+            retryable=True,
+        ),
+        sender="bus",
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,220 @@
+"""One subscription on Redis: read a stream as a consumer group, claim, handle, acknowledge.
+
+Delivery is at least once (an entry is acknowledged only after its handler finished
+and its reply was published); a per-(group, envelope id) claim key turns that into
+"effects once" for everything but a crash inside the idempotence window (see
+requirements/bus-redis.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+from redis.exceptions import ResponseError
+
+from bus.base import Subscription, SubscriptionSpec, run_handler
+from bus.envelope import Envelope, parse_envelope, validation_error
+from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
+from bus.redis.lua import glob_to_lua
+from bus.redis.settings import SEP
+
+if TYPE_CHECKING:
+    from bus.redis.bus import RedisBus
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+
+def decode_entry(fields: dict[bytes, bytes] | None) -> tuple[Envelope | None, str, bytes | None]:
+    """The envelope in a stream entry, or ``None`` and the reason it is not one."""
+    raw = (fields or {}).get(b"e")
+    if raw is None:
+        return None, "entry has no 'e' field holding an envelope", None
+    try:
+        return parse_envelope(raw), "", raw
+    except ValidationError as exc:
+        return None, validation_error(exc).message, raw
+
+
+class RedisSubscription(Subscription):
+    """A consumer in group ``spec.group`` on one stream, with at most ``spec.concurrency`` handlers running."""
+
+    def __init__(self, bus: RedisBus, spec: SubscriptionSpec, uid: str, ephemeral: bool) -> None:
+        self.bus = bus
+        self.spec = spec
+        self.uid = uid
+        self.ephemeral = ephemeral
+        keys = bus.keys
+        self.stream = keys.pattern_stream(spec.pattern) if spec.is_pattern else keys.address_stream(spec.pattern)
+        if spec.is_pattern:
+            self.registry = keys.patterns
+            self.member = f"{glob_to_lua(spec.pattern)}{SEP}{spec.pattern}{SEP}{uid}"
+        else:
+            self.registry = keys.routes(spec.pattern)
+            self.member = uid
+        self.inflight: dict[str, tuple[asyncio.Task[None], str]] = {}
+        self._slot = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stopping = False
+        self.cancelled = False
+
+    def registration(self, start: str) -> list[str | int]:
+        """Arguments for the REGISTER script: route entry plus group (created at ``start`` if missing)."""
+        grace = 0 if self.ephemeral else int(self.bus.settings.orphan_grace * 1000)
+        return [self.registry, self.member, self.stream, self.spec.group, start, grace]
+
+    def start(self) -> None:
+        name = f"bus:{self.spec.pattern}"
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name=f"{name}:read"),
+            asyncio.create_task(self._reclaim_loop(), name=f"{name}:reclaim"),
+        ]
+
+    async def _read_loop(self) -> None:
+        bus, spec = self.bus, self.spec
+        backoff = Backoff(bus.settings.backoff_max)
+        block_ms = int(bus.settings.block * 1000)
+        while not self.stopping:
+            free = spec.concurrency - len(self.inflight)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            try:
+                response = await bus.redis.xreadgroup(
+                    spec.group, self.uid, {self.stream: ">"}, count=free, block=block_ms
+                )
+                for _stream, entries in response or []:
+                    await self._accept(entries)
+            except ResponseError as exc:
+                if not is_nogroup(exc):
+                    log.warning("reading %s failed: %s", self.stream, exc)
+                await backoff.wait()
+                bus.wake_heartbeat()
+                continue
+            except TRANSIENT:
+                bus.connection_lost()
+                await backoff.wait()
+                continue
+            if backoff.reset():
+                bus.wake_heartbeat()
+
+    async def _accept(self, entries: list[Entry], deliveries: int = 1) -> None:
+        """Validate, claim by envelope id, then start handlers; duplicates and invalid entries are settled."""
+        bus, group = self.bus, self.spec.group
+        valid: list[tuple[str, Envelope]] = []
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            envelope, reason, raw = decode_entry(fields)
+            if envelope is None:
+                bus.counters.rejected += 1
+                await bus.dead_letter(self.stream, group, entry_id, reason, deliveries, raw)
+                continue
+            valid.append((entry_id, envelope))
+        if not valid:
+            return
+        keys = [bus.keys.dedup(group, envelope.id) for _, envelope in valid]
+        claims = [f"run{SEP}{self.stream}/{entry_id}{SEP}{self.uid}" for entry_id, _ in valid]
+        results = await bus.scripts.claim(keys=keys, args=[bus.lease_ms, *claims])
+        duplicates = []
+        for (entry_id, envelope), key, result in zip(valid, keys, results, strict=True):
+            if result == b"claimed":
+                task = asyncio.create_task(self._handle(entry_id, envelope, key), name=f"bus:{self.spec.pattern}:h")
+                self.inflight[entry_id] = (task, key)
+            else:
+                duplicates.append(entry_id)
+        if duplicates:
+            bus.transport.duplicates_dropped += len(duplicates)
+            await bus.redis.xack(self.stream, group, *duplicates)
+
+    async def _handle(self, entry_id: str, envelope: Envelope, key: str) -> None:
+        try:
+            reply = await run_handler(self.spec, envelope, self.bus.counters, self.bus.gates)
+            await self.bus.finish(self.stream, self.spec.group, entry_id, key, reply)
+        except Exception:
+            log.exception("settling %s on %s failed; it stays pending and will be reclaimed", entry_id, self.stream)
+        finally:
+            self.inflight.pop(entry_id, None)
+            self._slot.set()
+
+    async def _reclaim_loop(self) -> None:
+        interval = self.bus.settings.reclaim_idle / 2
+        while not self.stopping:
+            await asyncio.sleep(interval)
+            try:
+                await self.reclaim_once()
+            except ResponseError as exc:
+                if not is_nogroup(exc):
+                    log.warning("reclaiming on %s failed: %s", self.stream, exc)
+            except TRANSIENT:
+                self.bus.connection_lost()
+
+    async def reclaim_once(self) -> None:
+        """Take over entries whose consumer stopped renewing them; dead-letter those delivered too often."""
+        bus, group = self.bus, self.spec.group
+        free = self.spec.concurrency - len(self.inflight)
+        if free <= 0:
+            return
+        idle_ms = int(bus.settings.reclaim_idle * 1000)
+        pending = await bus.redis.xpending_range(self.stream, group, min="-", max="+", count=100, idle=idle_ms)
+        retry: list[bytes] = []
+        dead: dict[bytes, int] = {}
+        for item in pending:
+            entry_id = item["message_id"]
+            if entry_id.decode() in self.inflight:
+                continue
+            if item["times_delivered"] >= bus.settings.max_deliveries:
+                dead[entry_id] = item["times_delivered"]
+            elif len(retry) < free:
+                retry.append(entry_id)
+        if dead:
+            for raw_id, fields in await bus.redis.xclaim(self.stream, group, self.uid, idle_ms, list(dead)):
+                count = dead.get(raw_id, bus.settings.max_deliveries)
+                limit = bus.settings.max_deliveries
+                reason = f"delivered {count} times without being acknowledged (max_deliveries={limit})"
+                await bus.dead_letter(self.stream, group, raw_id.decode(), reason, count, (fields or {}).get(b"e"))
+        if retry:
+            claimed = await bus.redis.xclaim(self.stream, group, self.uid, idle_ms, retry)
+            if claimed:
+                bus.transport.reclaimed += len(claimed)
+                await self._accept(claimed, deliveries=2)
+
+    async def stop_reading(self) -> None:
+        """No new entries from now on; handlers already running continue."""
+        self.stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for running handlers (they ack as they finish); cancel what is left (it stays pending)."""
+        tasks = [task for task, _ in self.inflight.values()]
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def abort(self) -> None:
+        """Stop everything at once, acknowledging nothing (a crash, for recovery tests)."""
+        self.stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task, _ in self.inflight.values():
+            task.cancel()
+
+    async def cancel(self) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        await self.bus.unregister(self)

@@ -20,12 +20,15 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mads import registry
 from mads.settings import ConfigError, Settings, load_settings
 
-SUBCOMMAND_MODULES = ["mads.turing.cli", "mads.mcnamara.cli", "gateway.cli"]
+if TYPE_CHECKING:
+    from mads.host import Host
+
+SUBCOMMAND_MODULES = ["mads.admin.secrets", "mads.admin.audit", "gateway.cli"]
 """Modules offering ``register(subparsers)``; each adds its own subcommands."""
 
 
@@ -85,7 +88,7 @@ def _config_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve(settings: Settings, *, ready: Callable[[str | None], None] | None = None) -> None:
+async def serve(settings: Settings, *, ready: Callable[[Host], None] | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down cleanly."""
     from mads.host import Host
 
@@ -97,18 +100,19 @@ async def serve(settings: Settings, *, ready: Callable[[str | None], None] | Non
     await host.start()
     try:
         if ready is not None:
-            ready(host.url)
+            ready(host)
         await stop.wait()
     finally:
         logging.getLogger("ecosystem").info("shutting down")
         await host.stop()
 
 
-def _announce(url: str | None) -> None:
-    if url:
-        print(f"mad-ecosystem is running at {url}  (Ctrl-C to stop)", flush=True)
+def _announce(host: Host) -> None:
+    if host.url:
+        print(f"mad-ecosystem is running at {host.url}  (Ctrl-C to stop)", flush=True)
     else:
         print("mad-ecosystem MADs are running (no gateway in this process)  (Ctrl-C to stop)", flush=True)
+    print(host.describe(), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

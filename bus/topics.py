@@ -7,9 +7,10 @@ Topics are addresses like any other; listeners subscribe with a glob
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import datetime
+from typing import Literal, Self
 
-from pydantic import Field, JsonValue
+from pydantic import Field, IPvAnyAddress, JsonValue, model_validator
 
 from bus.envelope import Strict
 
@@ -21,6 +22,17 @@ TOOL_CALL = "events.tool_call"
 SANDBOX_LIMIT = "events.sandbox_limit"
 URL_REFUSED = "events.url_refused"
 MAD_LIFECYCLE = "events.mad_lifecycle"
+AUTH = "events.auth"
+"""A login or token check at the gateway (:class:`AuthEvent`); McNamara audits it and watches for bursts."""
+CONFIG_CHANGE = "events.config_change"
+SECURITY = "events.security"
+"""McNamara's enforcement decisions (:class:`SecurityAction`): IP blocks and MAD quarantines."""
+ALERT = "events.alert"
+"""A new or repeated security alert (:class:`SecurityAlert`), for Grace's page."""
+
+
+PARTICIPANTS_MEDIA_TYPE = "application/vnd.mad.participants+json"
+"""A reply's data part listing the MADs that took part in producing it (``{"participants": [...]}``)."""
 
 
 def stream_topic(conversation_id: str) -> str:
@@ -57,3 +69,59 @@ class ToolCallEvent(Strict):
     conversation_id: str | None = None
     caller: str
     duration_ms: float
+
+
+class AuthEvent(Strict):
+    """One authentication attempt. ``failure``: bad credentials; ``denied``: known principal refused."""
+
+    outcome: Literal["success", "failure", "denied"]
+    method: Literal["login", "token"] = "login"
+    principal: str | None = Field(default=None, max_length=200)
+    ip: IPvAnyAddress
+    reason: str = Field(default="", max_length=500)
+    route: str = Field(max_length=500)
+
+
+class ConfigChange(Strict):
+    """Configuration was changed. Names the keys, never the values (they may be secrets)."""
+
+    actor: str = Field(min_length=1, max_length=200)
+    section: str = Field(min_length=1, max_length=100)
+    keys: list[str] = Field(default_factory=list, max_length=200)
+    action: Literal["set", "delete", "reload"] = "set"
+    summary: str = Field(default="", max_length=500)
+
+
+class SecurityAction(Strict):
+    """An enforcement decision every process applies: the gateway refuses blocked IPs until ``until``;
+    every host's quarantine gate refuses a quarantined MAD's messages until it is released."""
+
+    action: Literal["block_ip", "unblock_ip", "quarantine", "release"]
+    ip: IPvAnyAddress | None = None
+    mad: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_\-]*$", max_length=64)
+    until: datetime | None = None
+    reason: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _target(self) -> Self:
+        if self.action in ("block_ip", "unblock_ip") and self.ip is None:
+            raise ValueError(f"ip is required for {self.action}")
+        if self.action in ("quarantine", "release") and self.mad is None:
+            raise ValueError(f"mad is required for {self.action}")
+        if self.action == "block_ip" and self.until is None:
+            raise ValueError("until is required for block_ip")
+        return self
+
+
+class SecurityAlert(Strict):
+    """A security alert; repeats within the rule's cooldown raise ``count`` instead of a new alert."""
+
+    id: str
+    rule: str
+    severity: Literal["info", "warning", "high", "critical"]
+    subject: str
+    message: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int = Field(ge=1)
+    acknowledged: bool = False

@@ -77,6 +77,7 @@ class Host:
         self.directory = Directory(self.bus)
         self.gateway: Any = None
         self.url: str | None = None
+        self._quarantine: Any = None
 
     @property
     def serves_gateway(self) -> bool:
@@ -95,6 +96,12 @@ class Host:
     async def start(self) -> None:
         await self.bus.start()
         await self.directory.start()
+        if "mcnamara" not in self.names:
+            # McNamara runs elsewhere: enforce its quarantine decisions in this process too.
+            from mads.mcnamara.quarantine import QuarantineGate
+
+            self._quarantine = QuarantineGate()
+            await self._quarantine.follow(self.bus)
         try:
             for name in self.names:
                 mad = self.classes[name](
@@ -129,6 +136,8 @@ class Host:
             await announcer.stop()
         self._announcers.clear()
         await self.directory.stop()
+        if self._quarantine is not None:
+            await self._quarantine.stop()
         # Drain first: in-flight handlers finish and the wiretap flushes before storage closes.
         await self.bus.close(drain_timeout=self.settings.ecosystem.drain_timeout)
         for name in reversed(list(self.mads)):

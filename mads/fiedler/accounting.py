@@ -1,0 +1,171 @@
+"""Token and cost accounting per MAD, per conversation and per model, in memory and in SQLite.
+
+Rows are aggregates keyed by (caller, conversation, model), so the database grows with
+conversations, not with calls. Totals per MAD and per model live in memory (few keys);
+recent conversations are kept in a bounded LRU and older ones are read back from disk.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import aiosqlite
+
+from mads.fiedler.schemas import UsageReport, UsageTotals
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    caller TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0,
+    failed_calls INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (caller, conversation_id, model)
+)
+"""
+
+UPSERT = """
+INSERT INTO usage (caller, conversation_id, model, calls, failed_calls, input_tokens, output_tokens, cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (caller, conversation_id, model) DO UPDATE SET
+    calls = calls + excluded.calls,
+    failed_calls = failed_calls + excluded.failed_calls,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cost_usd = cost_usd + excluded.cost_usd
+"""
+
+SUMS = "SUM(calls), SUM(failed_calls), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd)"
+NO_CONVERSATION = ""
+
+
+def _totals(row: tuple[int | float | None, ...]) -> UsageTotals:
+    calls, failed, tokens_in, tokens_out, cost = (v or 0 for v in row)
+    return UsageTotals(
+        calls=int(calls),
+        failed_calls=int(failed),
+        input_tokens=int(tokens_in),
+        output_tokens=int(tokens_out),
+        cost_usd=float(cost),
+    )
+
+
+class Ledger:
+    """Records every chat call's tokens and cost; survives restarts."""
+
+    def __init__(self, path: Path, conversation_cache: int = 10_000) -> None:
+        self.path = path
+        self.conversation_cache = conversation_cache
+        self._db: aiosqlite.Connection | None = None
+        self.total = UsageTotals()
+        self.per_mad: dict[str, UsageTotals] = {}
+        self.per_model: dict[str, UsageTotals] = {}
+        self.per_conversation: OrderedDict[str, UsageTotals] = OrderedDict()
+
+    async def open(self) -> None:
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute(SCHEMA)
+        await self._db.commit()
+        self.total = _totals(await self._one(f"SELECT {SUMS} FROM usage"))
+        self.per_mad = await self._grouped("caller")
+        self.per_model = await self._grouped("model")
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def record(
+        self,
+        *,
+        caller: str,
+        conversation_id: str | None,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+        ok: bool,
+    ) -> None:
+        entry = UsageTotals(
+            calls=1,
+            failed_calls=0 if ok else 1,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+        )
+        self.total = self.total.add(entry)
+        self.per_mad[caller] = self.per_mad.get(caller, UsageTotals()).add(entry)
+        self.per_model[model] = self.per_model.get(model, UsageTotals()).add(entry)
+        if conversation_id is not None:
+            known = self.per_conversation.pop(conversation_id, None)
+            if known is None:
+                known = await self._conversation_from_disk(conversation_id)
+            self.per_conversation[conversation_id] = known.add(entry)
+            while len(self.per_conversation) > self.conversation_cache:
+                self.per_conversation.popitem(last=False)
+        db = self._require()
+        await db.execute(
+            UPSERT,
+            (
+                caller,
+                conversation_id or NO_CONVERSATION,
+                model,
+                1,
+                entry.failed_calls,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+            ),
+        )
+        await db.commit()
+
+    async def report(self, caller: str | None = None, conversation_id: str | None = None) -> UsageReport:
+        """Everything from memory, or (with a filter) the matching rows from disk."""
+        if caller is None and conversation_id is None:
+            return UsageReport(
+                total=self.total,
+                per_mad=dict(self.per_mad),
+                per_conversation=dict(self.per_conversation),
+                per_model=dict(self.per_model),
+            )
+        where, params = [], []
+        if caller is not None:
+            where.append("caller = ?")
+            params.append(caller)
+        if conversation_id is not None:
+            where.append("conversation_id = ?")
+            params.append(conversation_id)
+        clause = " WHERE " + " AND ".join(where)
+        total = _totals(await self._one(f"SELECT {SUMS} FROM usage{clause}", params))
+        per_conv = await self._grouped("conversation_id", clause, params)
+        per_conv.pop(NO_CONVERSATION, None)
+        return UsageReport(
+            total=total,
+            per_mad=await self._grouped("caller", clause, params),
+            per_conversation=per_conv,
+            per_model=await self._grouped("model", clause, params),
+        )
+
+    async def _conversation_from_disk(self, conversation_id: str) -> UsageTotals:
+        return _totals(await self._one(f"SELECT {SUMS} FROM usage WHERE conversation_id = ?", [conversation_id]))
+
+    async def _one(self, sql: str, params: list[str] | None = None) -> tuple[int | float | None, ...]:
+        async with self._require().execute(sql, params or []) as cursor:
+            row = await cursor.fetchone()
+        return tuple(row) if row else (0, 0, 0, 0, 0.0)
+
+    async def _grouped(self, column: str, clause: str = "", params: list[str] | None = None) -> dict[str, UsageTotals]:
+        sql = f"SELECT {column}, {SUMS} FROM usage{clause} GROUP BY {column}"
+        async with self._require().execute(sql, params or []) as cursor:
+            rows = await cursor.fetchall()
+        return {row[0]: _totals(tuple(row[1:])) for row in rows}
+
+    def _require(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("ledger is not open")
+        return self._db

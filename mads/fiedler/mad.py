@@ -1,0 +1,215 @@
+"""Fiedler: the only MAD that calls LLMs. Every other MAD's Imperator reaches a model through its ``chat`` tool.
+
+Keeping every model call in one place gives one registry of providers and keys, one
+set of retry/fallback rules, one ledger of tokens and cost per MAD and per
+conversation, and one trace/event per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import JsonValue
+
+from bus.topics import LLM_CALL, StreamDelta
+from mads.base import MAD, MadContext, ToolFailure
+from mads.fiedler.accounting import Ledger
+from mads.fiedler.keys import KeyUnavailable
+from mads.fiedler.llm import Completion, LLMClient, LLMError, cost_usd, load_litellm
+from mads.fiedler.registry import HOW_TO_CONFIGURE, Registry, UnknownModel
+from mads.fiedler.schemas import (
+    ChatArgs,
+    ChatResult,
+    FiedlerConfig,
+    LLMCallEvent,
+    ModelsArgs,
+    ModelSpec,
+    ModelsReport,
+    TokenUsage,
+    UsageArgs,
+    UsageReport,
+)
+from mads.imperator import publish_stream
+from mads.tools import Call, tool
+
+TRACER_NAME = "mads.fiedler"
+SECRET_TOOL = "get"
+SECRET_TIMEOUT = 10.0
+
+
+class Fiedler(MAD):
+    name = "fiedler"
+    description = "Routes every LLM call: model registry, retries and fallbacks, token and cost accounting."
+    role_prompt = (
+        "You answer questions about the ecosystem's language models and their usage. "
+        "Use the models and usage tools; never reveal API keys."
+    )
+    config_model = FiedlerConfig
+
+    def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
+        super().__init__(ctx, instance=instance)
+        config = ctx.config
+        self.config = config if isinstance(config, FiedlerConfig) else FiedlerConfig.model_validate(config.model_dump())
+        self.registry = Registry.build(self.config)
+        self.client = LLMClient(self.registry, retries=self.config.retries, retry_after=self.config.retry_after)
+        self.ledger = Ledger(self.data_dir / "usage.db", self.config.conversation_cache)
+        self._warmup: asyncio.Task[object] | None = None
+        """litellm's import takes seconds: it starts in the background at start-up, not on the first call."""
+
+    async def on_start(self) -> None:
+        await self.ledger.open()
+        if self.registry.configured:
+            self._warmup = asyncio.create_task(load_litellm(), name="fiedler:import-litellm")
+
+    async def ready(self) -> None:
+        """Wait until litellm is loaded (start-up does not wait; the first call would)."""
+        if self._warmup is not None:
+            await asyncio.shield(self._warmup)
+
+    async def on_stop(self) -> None:
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warmup
+        await self.ledger.close()
+
+    async def _read_secret(self, path: str) -> JsonValue:
+        return await self.call("turing", SECRET_TOOL, {"path": path}, timeout=SECRET_TIMEOUT)
+
+    # ---- tools ---------------------------------------------------------------------------
+
+    @tool("Chat completion on a registered model (by role or name); optional OpenAI tools and streaming to a topic.")
+    async def chat(self, args: ChatArgs, call: Call) -> ChatResult:
+        caller = args.caller or call.sender.split(".", 1)[0]
+        conversation_id = args.conversation_id or call.conversation_id
+        if not self.registry.configured:
+            raise ToolFailure("no_llm_configured", HOW_TO_CONFIGURE)
+        try:
+            spec = self.registry.select(args.role, args.model)
+        except UnknownModel as exc:
+            raise ToolFailure("unknown_model", str(exc)) from None
+        chain, keys = await self._resolve_keys(spec)
+        messages: list[dict[str, JsonValue]] = [m.model_dump(mode="json", exclude_none=True) for m in args.messages]
+
+        async def on_delta(text: str) -> None:
+            assert args.stream_topic is not None
+            await publish_stream(self, args.stream_topic, StreamDelta(mad=caller, text=text), conversation_id)
+
+        started = time.perf_counter()
+        with trace.get_tracer(TRACER_NAME).start_as_current_span(
+            f"chat {_wire_model(spec)}",
+            kind=SpanKind.CLIENT,
+            attributes=_request_attributes(spec, caller, conversation_id),
+        ) as span:
+            try:
+                done = await self.client.complete(
+                    chain,
+                    keys,
+                    messages,
+                    tools=args.tools,
+                    max_tokens=args.max_tokens,
+                    temperature=args.temperature,
+                    on_delta=on_delta if args.stream_topic else None,
+                )
+            except LLMError as exc:
+                span.set_status(Status(StatusCode.ERROR, exc.code))
+                span.set_attribute("error.type", exc.code)
+                await self._account(caller, conversation_id, spec.name, None, started, exc.code)
+                raise ToolFailure(exc.code, exc.message, retryable=exc.retryable) from None
+            result = self._result(done)
+            span.set_attribute("gen_ai.response.model", done.response_model or _wire_model(done.answered_by))
+            span.set_attribute("gen_ai.usage.input_tokens", done.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", done.output_tokens)
+            if done.finish_reason:
+                span.set_attribute("gen_ai.response.finish_reasons", [done.finish_reason])
+        await self._account(caller, conversation_id, done.answered_by.name, result, started, None)
+        return result
+
+    @tool("The model registry: names, providers, roles, fallbacks and where keys come from (never the keys).")
+    async def models(self, args: ModelsArgs) -> ModelsReport:
+        return self.registry.report(self._read_secret)
+
+    @tool("Token and cost accounting: totals, per MAD, per conversation and per model; optional filters.")
+    async def usage(self, args: UsageArgs) -> UsageReport:
+        return await self.ledger.report(args.caller, args.conversation_id)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    async def _resolve_keys(self, spec: ModelSpec) -> tuple[list[ModelSpec], dict[str, str | None]]:
+        """Keys for the model and its fallbacks; a fallback without a key is skipped, the model itself fails."""
+        chain: list[ModelSpec] = []
+        keys: dict[str, str | None] = {}
+        for candidate in self.registry.chain(spec):
+            try:
+                keys[candidate.name] = await self.registry.key_source(candidate, self._read_secret).resolve()
+            except KeyUnavailable as exc:
+                if candidate is spec:
+                    raise ToolFailure("llm_key_unavailable", f"model {spec.name!r}: {exc}") from None
+                continue
+            chain.append(candidate)
+        return chain, keys
+
+    def _result(self, done: Completion) -> ChatResult:
+        return ChatResult(
+            model=done.answered_by.name,
+            content=done.content,
+            tool_calls=done.tool_calls,
+            finish_reason=done.finish_reason,
+            usage=TokenUsage(input_tokens=done.input_tokens, output_tokens=done.output_tokens),
+            cost_usd=cost_usd(done.answered_by, done.input_tokens, done.output_tokens),
+        )
+
+    async def _account(
+        self,
+        caller: str,
+        conversation_id: str | None,
+        model: str,
+        result: ChatResult | None,
+        started: float,
+        error_code: str | None,
+    ) -> None:
+        usage = result.usage if result else TokenUsage()
+        cost = result.cost_usd if result else 0.0
+        await self.ledger.record(
+            caller=caller,
+            conversation_id=conversation_id,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost,
+            ok=error_code is None,
+        )
+        event = LLMCallEvent(
+            caller=caller,
+            conversation_id=conversation_id,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            ok=error_code is None,
+            error_code=error_code,
+        )
+        await self.emit(LLM_CALL, event.model_dump(mode="json"), conversation_id=conversation_id)
+
+
+def _wire_model(spec: ModelSpec) -> str:
+    return spec.model.split("/", 1)[1]
+
+
+def _request_attributes(spec: ModelSpec, caller: str, conversation_id: str | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": spec.provider,
+        "gen_ai.request.model": _wire_model(spec),
+        "gen_ai.agent.name": caller,
+        "mad.fiedler.model": spec.name,
+    }
+    if conversation_id:
+        attributes["gen_ai.conversation.id"] = conversation_id
+    return attributes

@@ -1,0 +1,122 @@
+"""Start the real ecosystem in this process for tests: Host, bus, MADs and gateway on an ephemeral port.
+
+Nothing is mocked: the gateway listens on 127.0.0.1, Rogers writes SQLite under
+``tmp_path``, and Fiedler reaches a :class:`~tests.support.llm_server.ScriptedLLM`
+over real HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from mads import registry
+from mads.host import Host
+from mads.settings import Settings, load_settings
+
+CORE_MADS = ["rogers", "fiedler", "grace"]
+"""The MADs a chat needs: storage, the LLM router, and Grace with the gateway."""
+START_TIMEOUT = 10.0
+
+
+def fiedler_section(llm_base_url: str | None) -> dict[str, Any]:
+    """Fiedler pointed at a scripted LLM (one model serving every role), or with no model at all."""
+    if llm_base_url is None:
+        return {"models": []}
+    return {
+        "models": [{"name": "scripted", "model": "openai/scripted", "api_base": llm_base_url, "roles": ["imperator"]}],
+        "roles": {"imperator": "scripted"},
+        "retries": 0,
+        "timeout": 30.0,
+    }
+
+
+def ecosystem_settings(
+    data_dir: Path,
+    llm_base_url: str | None,
+    *,
+    mads: list[str] | None = None,
+    gateway: Mapping[str, Any] | None = None,
+    ecosystem: Mapping[str, Any] | None = None,
+) -> Settings:
+    return load_settings(
+        None,
+        environ={},
+        known_mads=set(registry.MADS),
+        overrides={
+            "ecosystem": {"data_dir": str(data_dir), "mads": mads or CORE_MADS, **(ecosystem or {})},
+            "gateway": {"host": "127.0.0.1", "port": 0, **(gateway or {})},
+            "fiedler": fiedler_section(llm_base_url),
+        },
+    )
+
+
+@dataclass
+class Running:
+    """A started ecosystem and an HTTP client for its gateway."""
+
+    host: Host
+    url: str
+    http: aiohttp.ClientSession
+
+    def at(self, path: str) -> str:
+        return self.url.rstrip("/") + path
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.http.get(self.at(path), **kwargs) as response:
+            return response.status, await _body(response)
+
+    async def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        if body is not None:
+            kwargs["json"] = body
+        async with self.http.post(self.at(path), **kwargs) as response:
+            return response.status, await _body(response)
+
+    async def new_conversation(self, title: str | None = None) -> str:
+        status, body = await self.post("/api/conversations", {"title": title} if title else {})
+        assert status == 201, body
+        return body["id"]
+
+    async def say(self, conversation_id: str, text: str) -> dict[str, Any]:
+        """Post a message and return the 200 body (fails the test on any other status)."""
+        status, body = await self.post(f"/api/conversations/{conversation_id}/messages", {"text": text})
+        assert status == 200, body
+        return body
+
+    async def history(self, conversation_id: str, **query: Any) -> list[dict[str, Any]]:
+        status, body = await self.get(f"/api/conversations/{conversation_id}/messages", params=query)
+        assert status == 200, body
+        return body["messages"]
+
+    def socket(self, conversation_id: str) -> Any:
+        return self.http.ws_connect(self.at(f"/api/conversations/{conversation_id}/stream"))
+
+
+async def _body(response: aiohttp.ClientResponse) -> Any:
+    text = await response.text()
+    if response.content_type == "application/json":
+        return await response.json()
+    return text
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """Start a Host with ``settings``, wait until every MAD is announced, stop it on exit."""
+    host = Host(settings)
+    await host.start()
+    try:
+        addresses = set(host.names)
+        await host.directory.wait_for(addresses, START_TIMEOUT)
+        grace = host.mads.get("grace")
+        if grace is not None:
+            await grace.directory.wait_for(addresses, START_TIMEOUT)
+        assert host.url is not None
+        async with aiohttp.ClientSession() as http:
+            yield Running(host=host, url=host.url, http=http)
+    finally:
+        await host.stop()

@@ -1,0 +1,98 @@
+"""One JSON error shape for every failure the gateway reports, and the middleware that enforces it.
+
+Every error body is ``{"error": {"code", "message", "fields": [{"field", "reason"}]}}`` so
+clients branch on ``code`` and show ``fields`` next to the inputs. Unexpected exceptions
+are logged with a reference and answered with that reference only: no stack trace or
+internal path ever leaves the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from bus.envelope import ErrorInfo, FieldError, field_errors
+from bus.ids import new_id
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+class ApiError(Exception):
+    """A failure with its HTTP status and typed body; raised anywhere inside a handler."""
+
+    def __init__(self, status: int, code: str, message: str, fields: Iterable[FieldError] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.info = ErrorInfo(code=code, message=message, fields=list(fields))
+
+    @classmethod
+    def invalid(cls, exc: ValidationError, where: str, code: str = "invalid_request") -> ApiError:
+        """422 naming every bad field (prefixed ``body``/``query``/``path``) without echoing values."""
+        fields = field_errors(exc, where)
+        summary = "; ".join(f"{f.field}: {f.reason}" for f in fields[:5])
+        return cls(422, code, f"validation failed: {summary}", fields)
+
+
+def error_body(info: ErrorInfo) -> dict[str, object]:
+    return {"error": info.model_dump(mode="json", include={"code", "message", "fields", "retryable"})}
+
+
+def error_response(status: int, info: ErrorInfo, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(info), status=status, headers=headers)
+
+
+def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
+    status = exc.status
+    code = _HTTP_CODES.get(status, "http_error")
+    if status == 404:
+        message = f"no route for {request.method} {request.path}"
+    elif status == 405:
+        allowed = exc.headers.get("Allow", "")
+        message = f"{request.method} is not allowed on {request.path}" + (f" (allowed: {allowed})" if allowed else "")
+    elif status == 413:
+        limit = request.app[MAX_BODY_KEY]
+        message = f"request body is larger than the limit of {limit} bytes"
+        return error_response(
+            status, ErrorInfo(code=code, message=message, fields=[FieldError(field="body", reason=message)])
+        )
+    else:
+        message = exc.reason or code
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    return error_response(status, ErrorInfo(code=code, message=message), headers)
+
+
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the JSON error body; never let a traceback out."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.info)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http(exc, request)
+    except Exception:
+        reference = new_id()
+        log.exception("unhandled error on %s %s (reference %s)", request.method, request.path, reference)
+        info = ErrorInfo(code="internal_error", message=f"internal error (reference {reference})")
+        return error_response(500, info)

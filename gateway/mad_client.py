@@ -1,0 +1,152 @@
+"""The gateway's side of the bus: requests on behalf of a person, MAD errors mapped to HTTP.
+
+Everything the API does goes through here, so the rules live in one place: the sender
+is ``user.<principal>``, every request has a deadline, a timeout is 504, a MAD that is
+not running is 503, an unknown conversation is 404 and any other MAD failure is 502,
+always with the MAD's own code and message.
+"""
+
+from __future__ import annotations
+
+from pydantic import JsonValue
+
+from bus.base import Bus, BusClosed, DeadlineExceeded
+from bus.envelope import (
+    ERROR_MEDIA_TYPE,
+    CommandPart,
+    DataPart,
+    Envelope,
+    ErrorInfo,
+    Kind,
+    Part,
+    ProsePart,
+    deadline_in,
+)
+from bus.topics import PARTICIPANTS_MEDIA_TYPE
+from gateway.drain import Drain
+from gateway.errors import ApiError
+from gateway.principal import user_address
+from gateway.schemas import MessageResult, ReplyBody
+
+GRACE = "grace"
+ROGERS = "rogers"
+CALL_TIMEOUT = 30.0
+
+_STATUS_BY_CODE = {
+    "no_route": 503,
+    "not_found": 404,
+    "unknown_conversation": 404,
+    "conversation_not_found": 404,
+    "invalid_arguments": 422,
+    "invalid_message": 422,
+}
+
+
+def upstream_error(mad: str, error: ErrorInfo) -> ApiError:
+    """A MAD's error reply as an HTTP error carrying the MAD's code, message and fields."""
+    status = _STATUS_BY_CODE.get(error.code, 502)
+    return ApiError(status, error.code, f"{mad}: {error.message}", error.fields)
+
+
+class MadClient:
+    """Sends requests to MADs for one gateway; aborts them when the gateway drains."""
+
+    def __init__(self, bus: Bus, drain: Drain, reply_timeout: float) -> None:
+        self.bus = bus
+        self.drain = drain
+        self.reply_timeout = reply_timeout
+
+    def envelope(
+        self, recipient: str, *parts: Part, principal: str, conversation_id: str | None, timeout: float
+    ) -> Envelope:
+        return Envelope(
+            sender=user_address(principal),
+            recipient=recipient,
+            kind=Kind.REQUEST,
+            conversation_id=conversation_id,
+            deadline=deadline_in(timeout),
+            content=list(parts),
+        )
+
+    async def send(self, envelope: Envelope) -> Envelope:
+        """Publish a request and wait for its reply; gives up with 503 when the gateway drains."""
+        try:
+            return await self.drain.race(self.bus.request(envelope))
+        except DeadlineExceeded:
+            assert envelope.deadline is not None
+            seconds = (envelope.deadline - envelope.created_at).total_seconds()
+            raise ApiError(
+                504, "upstream_timeout", f"{envelope.recipient} did not answer within {seconds:.3g}s"
+            ) from None
+        except BusClosed:
+            raise ApiError(503, "shutting_down", "the ecosystem is shutting down; try again when it is back") from None
+
+    async def call(
+        self,
+        recipient: str,
+        tool: str,
+        arguments: dict[str, JsonValue] | None = None,
+        *,
+        principal: str,
+        conversation_id: str | None = None,
+    ) -> JsonValue:
+        """Run one tool of a MAD by command (no LLM); its error becomes an :class:`ApiError`."""
+        command = CommandPart(tool=tool, arguments=arguments or {})
+        reply = await self.send(
+            self.envelope(
+                recipient, command, principal=principal, conversation_id=conversation_id, timeout=CALL_TIMEOUT
+            )
+        )
+        if reply.error is not None:
+            raise upstream_error(recipient, reply.error)
+        values = reply.data()
+        return values[0] if values else None
+
+    async def conversation(self, conversation_id: str, *, principal: str) -> JsonValue:
+        """The conversation's record from Rogers; 404 if there is none."""
+        return await self.call(ROGERS, "get_conversation", {"conversation_id": conversation_id}, principal=principal)
+
+    async def send_message(self, conversation_id: str, text: str, *, principal: str) -> MessageResult:
+        """Give a person's text to Grace, wait for her reply, make the exchange durable, return it."""
+        await self.conversation(conversation_id, principal=principal)
+        sent = self.envelope(
+            GRACE,
+            ProsePart(text=text),
+            principal=principal,
+            conversation_id=conversation_id,
+            timeout=self.reply_timeout,
+        )
+        reply = await self.send(sent)
+        if reply.error is not None:
+            raise upstream_error(GRACE, reply.error)
+        await self.call(ROGERS, "sync", {}, principal=principal)
+        return MessageResult(
+            conversation_id=conversation_id,
+            message_id=sent.id,
+            reply=reply_body(reply),
+            participants=participants(reply),
+        )
+
+
+def reply_body(reply: Envelope) -> ReplyBody:
+    """Text, plain data and any error a MAD reported inside a normal reply."""
+    error: ErrorInfo | None = None
+    data: list[JsonValue] = []
+    for part in reply.content:
+        if not isinstance(part, DataPart) or part.media_type == PARTICIPANTS_MEDIA_TYPE:
+            continue
+        if part.media_type == ERROR_MEDIA_TYPE and error is None:
+            error = ErrorInfo.model_validate(part.value)
+        else:
+            data.append(part.value)
+    return ReplyBody(text=reply.text(), data=data, error=error)
+
+
+def participants(reply: Envelope) -> list[str]:
+    """The MADs that took part, as Grace listed them (at least the one that replied)."""
+    found: list[str] = []
+    for value in reply.data(PARTICIPANTS_MEDIA_TYPE):
+        if isinstance(value, dict) and isinstance(value.get("participants"), list):
+            found.extend(str(p) for p in value["participants"])
+    sender = reply.sender.split(".", 1)[0]
+    return list(dict.fromkeys([sender, *found]))

@@ -1,0 +1,103 @@
+"""The JSON API: health, the MAD directory, conversations and their messages."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.mad_client import ROGERS
+from gateway.principal import principal_of, user_address
+from gateway.schemas import (
+    CreateConversation,
+    HistoryQuery,
+    MadInfo,
+    PageQuery,
+    PostMessage,
+    conversation_id,
+    read_body,
+    read_query,
+)
+from gateway.state import state_of
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness plus a summary of the bus counters; never needs authentication."""
+    state = state_of(request)
+    stats = state.bus.stats()
+    alive = sorted(e.mad for e in state.directory.entries() if e.alive)
+    return web.json_response(
+        {
+            "status": "draining" if state.drain.closing else "ok",
+            "mads_alive": alive,
+            "bus": {
+                "published": stats.published,
+                "delivered": stats.delivered,
+                "rejected": stats.rejected,
+                "handler_errors": stats.handler_errors,
+                "undeliverable": stats.undeliverable,
+                "queued": sum(stats.queue_depth.values()),
+            },
+        }
+    )
+
+
+@routes.get("/api/mads")
+async def list_mads(request: web.Request) -> web.Response:
+    mads = [
+        MadInfo(
+            name=e.mad,
+            address=e.address,
+            description=str(e.card.get("description", "")),
+            alive=e.alive,
+            process=e.process,
+            tools=list(e.card.get("tools", [])),
+        ).model_dump(mode="json")
+        for e in state_of(request).directory.entries()
+    ]
+    return web.json_response({"mads": mads})
+
+
+@routes.post("/api/conversations")
+async def create_conversation(request: web.Request) -> web.Response:
+    body = await read_body(request, CreateConversation)
+    principal = principal_of(request)
+    arguments = {"created_by": user_address(principal)}
+    if body.title is not None:
+        arguments["title"] = body.title
+    created = await state_of(request).client.call(ROGERS, "create_conversation", arguments, principal=principal)
+    return web.json_response(created, status=201)
+
+
+@routes.get("/api/conversations")
+async def list_conversations(request: web.Request) -> web.Response:
+    query = read_query(request, PageQuery)
+    page = await state_of(request).client.call(
+        ROGERS, "list_conversations", query.model_dump(exclude_none=True), principal=principal_of(request)
+    )
+    return web.json_response(page)
+
+
+@routes.get("/api/conversations/{conversation_id}")
+async def get_conversation(request: web.Request) -> web.Response:
+    cid = conversation_id(request)
+    return web.json_response(await state_of(request).client.conversation(cid, principal=principal_of(request)))
+
+
+@routes.get("/api/conversations/{conversation_id}/messages")
+async def history(request: web.Request) -> web.Response:
+    cid = conversation_id(request)
+    query = read_query(request, HistoryQuery)
+    client, principal = state_of(request).client, principal_of(request)
+    await client.conversation(cid, principal=principal)
+    arguments = {"conversation_id": cid, **query.model_dump(exclude_none=True)}
+    return web.json_response(await client.call(ROGERS, "history", arguments, principal=principal))
+
+
+@routes.post("/api/conversations/{conversation_id}/messages")
+async def post_message(request: web.Request) -> web.Response:
+    cid = conversation_id(request)
+    body = await read_body(request, PostMessage)
+    result = await state_of(request).client.send_message(cid, body.text, principal=principal_of(request))
+    return web.json_response(result.model_dump(mode="json"))

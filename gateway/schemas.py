@@ -1,0 +1,154 @@
+"""Request and response models of the gateway's JSON API (unknown fields are errors).
+
+Bodies, query strings and WebSocket frames are all validated here, so a misspelt
+field is a 422 naming it rather than silently ignored input.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+
+from bus.envelope import ErrorInfo, FieldError
+from gateway.errors import MAX_BODY_KEY, ApiError
+
+MAX_MESSAGE_TEXT = 100_000
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CreateConversation(Strict):
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class PostMessage(Strict):
+    text: str = Field(min_length=1, max_length=MAX_MESSAGE_TEXT)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain something other than whitespace")
+        return value
+
+
+class PageQuery(Strict):
+    cursor: str | None = Field(default=None, min_length=1, max_length=200)
+    limit: int = Field(default=50, ge=1, le=200)
+
+
+class HistoryQuery(PageQuery):
+    direction: Literal["forward", "backward"] = "forward"
+
+
+class ConversationPath(Strict):
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+
+
+class MessageFrame(Strict):
+    """What a browser sends on the stream socket to post a message."""
+
+    type: Literal["message"]
+    client_id: str | None = Field(default=None, max_length=64, description="Echoed back on the reply or error frame.")
+    text: str = Field(min_length=1, max_length=MAX_MESSAGE_TEXT)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return PostMessage._not_blank(value)
+
+
+class ReplyBody(Strict):
+    text: str
+    data: list[JsonValue]
+    error: ErrorInfo | None = None
+
+
+class MessageResult(Strict):
+    """The answer to a posted message: Grace's reply and the MADs that took part."""
+
+    conversation_id: str
+    message_id: str
+    reply: ReplyBody
+    participants: list[str]
+
+
+class MadInfo(Strict):
+    name: str
+    address: str
+    description: str
+    alive: bool
+    process: str
+    tools: list[dict[str, JsonValue]]
+
+
+def parse_json_bytes(raw: bytes, where: str = "body") -> Any:
+    """Decode JSON or raise a 400 that says where the syntax broke."""
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        reason = "must be UTF-8 encoded JSON"
+    except json.JSONDecodeError as exc:
+        reason = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    raise ApiError(400, "malformed_json", f"{where}: {reason}", [FieldError(field=where, reason=reason)])
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The request body validated against ``model``: 413 / 415 / 400 / 422 on the way."""
+    limit = request.app[MAX_BODY_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        reason = f"request body is larger than the limit of {limit} bytes"
+        raise ApiError(413, "payload_too_large", reason, [FieldError(field="body", reason=reason)])
+    raw = await request.read()
+    if not raw.strip():
+        value: Any = {}
+    else:
+        if request.content_type != "application/json":
+            got = request.content_type or "none"
+            reason = f"must be application/json, got {got}"
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"Content-Type {reason}",
+                [FieldError(field="Content-Type", reason=reason)],
+            )
+        value = parse_json_bytes(raw)
+    if not isinstance(value, dict):
+        reason = f"must be a JSON object, got {type(value).__name__}"
+        raise ApiError(422, "invalid_request", f"body: {reason}", [FieldError(field="body", reason=reason)])
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ApiError.invalid(exc, "body") from None
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    """Query parameters validated against ``model`` (repeated parameters are errors)."""
+    values: dict[str, str] = {}
+    for key in request.query:
+        got = request.query.getall(key)
+        if len(got) > 1:
+            reason = "given more than once"
+            raise ApiError(
+                422, "invalid_request", f"query.{key}: {reason}", [FieldError(field=f"query.{key}", reason=reason)]
+            )
+        values[key] = got[0]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ApiError.invalid(exc, "query") from None
+
+
+def conversation_id(request: web.Request) -> str:
+    try:
+        return ConversationPath(conversation_id=request.match_info["conversation_id"]).conversation_id
+    except ValidationError as exc:
+        raise ApiError.invalid(exc, "path") from None

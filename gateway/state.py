@@ -1,0 +1,32 @@
+"""What every route handler needs, stored once on the aiohttp application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from bus.base import Bus
+from gateway.drain import Drain
+from gateway.mad_client import MadClient
+from gateway.outbox import Outbox
+from mads.directory import Directory
+from mads.settings import Settings
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    bus: Bus
+    directory: Directory
+    client: MadClient
+    drain: Drain
+    sockets: dict[web.WebSocketResponse, Outbox] = field(default_factory=dict)
+    """Open stream sockets and their outboxes, so stop can flush and close them."""
+
+
+STATE_KEY = web.AppKey("gateway_state", GatewayState)
+
+
+def state_of(request: web.Request) -> GatewayState:
+    return request.app[STATE_KEY]

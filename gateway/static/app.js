@@ -1,0 +1,393 @@
+// Grace's chat page: pick or start a conversation, talk over one WebSocket, watch replies stream in.
+// No inline code anywhere (the page must run under script-src 'self').
+
+const PARTICIPANTS_TYPE = "application/vnd.mad.participants+json";
+const ERROR_TYPE = "application/vnd.mad.error+json";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  list: $("conversation-list"),
+  more: $("more-conversations"),
+  empty: $("conversation-empty"),
+  newButton: $("new-conversation"),
+  title: $("chat-title"),
+  status: $("connection-status"),
+  participants: $("participants"),
+  messages: $("messages"),
+  welcome: $("welcome"),
+  form: $("composer"),
+  input: $("message-input"),
+  send: $("send-button"),
+  error: $("composer-error"),
+  template: $("message-template"),
+};
+
+const state = {
+  conversation: null,
+  socket: null,
+  nextCursor: null,
+  pending: new Map(), // client_id -> message element waiting for its reply
+  live: null, // the element receiving deltas for the turn in progress
+  taking: new Set(),
+  counter: 0,
+};
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    headers: options.body ? { "Content-Type": "application/json" } : {},
+    ...options,
+  });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = body && body.error ? body.error : { message: `HTTP ${response.status}` };
+    throw Object.assign(new Error(error.message), { info: error, status: response.status });
+  }
+  return body;
+}
+
+function showError(message) {
+  els.error.textContent = message || "";
+  els.error.hidden = !message;
+}
+
+function setStatus(text) {
+  els.status.textContent = text;
+}
+
+function badge(text, kind) {
+  const li = document.createElement("li");
+  li.className = `badge${kind ? ` ${kind}` : ""}`;
+  li.textContent = text;
+  return li;
+}
+
+function setParticipants(names) {
+  for (const name of names) state.taking.add(name);
+  els.participants.replaceChildren(...[...state.taking].map((n) => badge(n)));
+}
+
+function formatTime(value) {
+  const date = value ? new Date(value) : new Date();
+  return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+const COLLAPSE_LINES = 12;
+
+// Command results can be long JSON: show the first line, the rest folds away in a <details>.
+function setBody(node, text) {
+  const body = node.querySelector(".message-body");
+  const lines = text.split("\n");
+  body.classList.toggle("code", text.startsWith("/"));
+  if (!text.startsWith("/") || lines.length <= COLLAPSE_LINES) {
+    body.textContent = text;
+    return;
+  }
+  const details = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = `${lines[0]} (${lines.length - 1} lines)`;
+  const pre = document.createElement("pre");
+  pre.textContent = lines.slice(1).join("\n");
+  details.append(summary, pre);
+  body.replaceChildren(details);
+}
+
+function addMessage({ author, text, role, time, badges = [] }) {
+  els.welcome.hidden = true;
+  const node = els.template.content.firstElementChild.cloneNode(true);
+  node.classList.add(role);
+  node.querySelector(".author").textContent = author;
+  const stamp = node.querySelector("time");
+  stamp.textContent = formatTime(time);
+  if (time) stamp.dateTime = time;
+  const list = node.querySelector(".badges");
+  for (const [label, kind] of badges) if (label !== author) list.append(badge(label, kind));
+  setBody(node, text || "");
+  els.messages.append(node);
+  node.scrollIntoView({ block: "end" });
+  return node;
+}
+
+function addBadge(node, label, kind) {
+  if (label === node.querySelector(".author").textContent) return;
+  const list = node.querySelector(".badges");
+  const exists = [...list.children].some((li) => li.textContent === label);
+  if (!exists) list.append(badge(label, kind));
+}
+
+function finishMessage(node, { text, participants = [], error = null }) {
+  node.removeAttribute("aria-busy");
+  let shown = text || "";
+  if (!shown && error) shown = `${error.code}: ${error.message}`;
+  setBody(node, shown);
+  if (error) node.classList.add("error");
+  for (const name of participants) addBadge(node, name);
+  setParticipants(participants);
+  node.scrollIntoView({ block: "end" });
+}
+
+// ---- conversations -----------------------------------------------------------------------------
+
+function renderConversation(conversation) {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.dataset.id = conversation.id;
+  button.textContent = conversation.title || "Untitled conversation";
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = `${conversation.message_count} messages · ${formatTime(conversation.updated_at)}`;
+  button.append(meta);
+  if (state.conversation && state.conversation.id === conversation.id) button.setAttribute("aria-current", "true");
+  button.addEventListener("click", () => openConversation(conversation));
+  li.append(button);
+  return li;
+}
+
+async function loadConversations(append = false) {
+  const query = append && state.nextCursor ? `?cursor=${encodeURIComponent(state.nextCursor)}` : "";
+  try {
+    const page = await api(`/api/conversations${query}`);
+    const items = page.conversations.map(renderConversation);
+    if (append) els.list.append(...items);
+    else els.list.replaceChildren(...items);
+    state.nextCursor = page.next_cursor;
+    els.more.hidden = !page.next_cursor;
+    els.empty.hidden = els.list.children.length > 0;
+  } catch (error) {
+    showError(`Could not load conversations: ${error.message}`);
+  }
+}
+
+function markCurrent() {
+  for (const button of els.list.querySelectorAll("button")) {
+    if (state.conversation && button.dataset.id === state.conversation.id) button.setAttribute("aria-current", "true");
+    else button.removeAttribute("aria-current");
+  }
+}
+
+function clearMessages() {
+  els.messages.replaceChildren(els.welcome);
+  els.welcome.hidden = false;
+  state.taking.clear();
+  els.participants.replaceChildren();
+  state.pending.clear();
+  state.live = null;
+}
+
+function participantsOf(envelope) {
+  const parts = (envelope && envelope.content) || [];
+  const found = [];
+  for (const part of parts) {
+    if (part.type === "data" && part.media_type === PARTICIPANTS_TYPE && part.value) found.push(...part.value.participants);
+  }
+  return found;
+}
+
+function errorOf(envelope) {
+  for (const part of (envelope && envelope.content) || []) {
+    if (part.type === "data" && part.media_type === ERROR_TYPE) return part.value;
+  }
+  return null;
+}
+
+async function loadHistory(conversation) {
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: "200" });
+    if (cursor) query.set("cursor", cursor);
+    const page = await api(`/api/conversations/${encodeURIComponent(conversation.id)}/messages?${query}`);
+    for (const message of page.messages) {
+      const toUser = message.recipient.startsWith("user.");
+      if (message.kind === "request" && message.sender.startsWith("user.")) {
+        addMessage({ author: "You", text: message.text, role: "user", time: message.created_at });
+      } else if (toUser && (message.kind === "reply" || message.kind === "error")) {
+        const names = participantsOf(message.envelope);
+        const error = errorOf(message.envelope);
+        const node = addMessage({
+          author: message.sender,
+          text: message.text || (error ? `${error.code}: ${error.message}` : ""),
+          role: error ? "grace error" : "grace",
+          time: message.created_at,
+          badges: names.map((n) => [n]),
+        });
+        node.setAttribute("aria-label", `Reply from ${message.sender}`);
+        setParticipants(names);
+      }
+    }
+    cursor = page.next_cursor;
+  } while (cursor);
+}
+
+async function openConversation(conversation) {
+  showError("");
+  state.conversation = conversation;
+  history.replaceState(null, "", `#/c/${encodeURIComponent(conversation.id)}`);
+  els.title.textContent = conversation.title || "Untitled conversation";
+  markCurrent();
+  clearMessages();
+  connect(conversation.id);
+  try {
+    await loadHistory(conversation);
+  } catch (error) {
+    showError(`Could not load the history: ${error.message}`);
+  }
+  els.input.focus();
+}
+
+async function newConversation(title) {
+  const body = title ? JSON.stringify({ title }) : "{}";
+  const conversation = await api("/api/conversations", { method: "POST", body });
+  await loadConversations();
+  await openConversation(conversation);
+  return conversation;
+}
+
+// ---- the socket --------------------------------------------------------------------------------
+
+function connect(conversationId) {
+  if (state.socket) state.socket.close(1000, "switching conversation");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/api/conversations/${encodeURIComponent(conversationId)}/stream`);
+  state.socket = socket;
+  setStatus("Connecting…");
+  socket.addEventListener("message", (event) => {
+    if (socket === state.socket) onFrame(JSON.parse(event.data));
+  });
+  socket.addEventListener("close", (event) => {
+    if (socket !== state.socket) return;
+    state.socket = null;
+    setStatus(event.code === 1001 ? "The ecosystem is shutting down" : "Disconnected");
+    for (const node of state.pending.values()) finishMessage(node, { error: { code: "disconnected", message: "connection closed before the reply" } });
+    state.pending.clear();
+  });
+}
+
+function liveMessage() {
+  if (!state.live) {
+    state.live = addMessage({ author: "grace", text: "", role: "grace" });
+    state.live.setAttribute("aria-busy", "true");
+  }
+  return state.live;
+}
+
+function onFrame(frame) {
+  switch (frame.type) {
+    case "ready":
+      setStatus("Connected");
+      break;
+    case "delta": {
+      const node = liveMessage();
+      if (frame.event === "delta" && frame.text && frame.mad === "grace") {
+        node.querySelector(".message-body").textContent += frame.text;
+        node.scrollIntoView({ block: "end" });
+      } else if (frame.event === "delta") {
+        addBadge(node, frame.mad);
+      } else if (frame.event === "done" && frame.mad === "grace" && state.pending.size === 0) {
+        node.removeAttribute("aria-busy");
+        state.live = null;
+      } else if (frame.event === "handoff") {
+        addBadge(node, `→ ${frame.mad}`, "handoff");
+        setParticipants([frame.mad]);
+      } else if (frame.event === "tool") {
+        const tool = frame.detail && frame.detail.tool ? `${frame.mad}.${frame.detail.tool}` : frame.mad;
+        addBadge(node, tool, "tool");
+      } else if (frame.event === "error") {
+        node.classList.add("error");
+      }
+      break;
+    }
+    case "notice":
+      setStatus(frame.message);
+      break;
+    case "reply": {
+      const node = state.pending.get(frame.client_id) || state.live || liveMessage();
+      state.pending.delete(frame.client_id);
+      finishMessage(node, { text: frame.reply.text, participants: frame.participants, error: frame.reply.error });
+      state.live = null;
+      loadConversations();
+      break;
+    }
+    case "error": {
+      const node = state.pending.get(frame.client_id);
+      state.pending.delete(frame.client_id);
+      if (node) finishMessage(node, { error: frame.error });
+      else showError(frame.error.message);
+      state.live = null;
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+async function send(text) {
+  showError("");
+  if (!state.conversation) await newConversation(text.slice(0, 60).trim());
+  if (!state.socket || state.socket.readyState !== WebSocket.OPEN) {
+    await new Promise((resolve, reject) => {
+      const socket = state.socket;
+      if (!socket) return reject(new Error("not connected"));
+      socket.addEventListener("open", resolve, { once: true });
+      socket.addEventListener("close", () => reject(new Error("could not connect")), { once: true });
+    });
+  }
+  addMessage({ author: "You", text, role: "user" });
+  const clientId = `c${Date.now()}-${state.counter++}`;
+  state.live = null;
+  const node = liveMessage();
+  state.pending.set(clientId, node);
+  state.socket.send(JSON.stringify({ type: "message", text, client_id: clientId }));
+}
+
+// ---- wiring ------------------------------------------------------------------------------------
+
+els.form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = els.input.value;
+  if (!text.trim()) {
+    showError("Type a message first.");
+    els.input.focus();
+    return;
+  }
+  els.send.disabled = true;
+  try {
+    await send(text);
+    els.input.value = "";
+  } catch (error) {
+    showError(`Not sent: ${error.message}`);
+  } finally {
+    els.send.disabled = false;
+    els.input.focus();
+  }
+});
+
+els.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    els.form.requestSubmit();
+  }
+});
+
+els.newButton.addEventListener("click", async () => {
+  try {
+    await newConversation(null);
+  } catch (error) {
+    showError(`Could not start a conversation: ${error.message}`);
+  }
+});
+
+els.more.addEventListener("click", () => loadConversations(true));
+
+async function start() {
+  await loadConversations();
+  const linked = /^#\/c\/([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
+  if (linked) {
+    try {
+      await openConversation(await api(`/api/conversations/${linked[1]}`));
+    } catch (error) {
+      showError(`Could not open the linked conversation: ${error.message}`);
+    }
+  }
+}
+
+start();

@@ -1,0 +1,1 @@
+"""Programs that run inside the WASM cell (read as resources by the host, never imported there)."""

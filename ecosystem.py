@@ -123,10 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         if handler is not None:
             return int(handler(args) or 0)
         settings = settings_from_args(args)
-        logging.basicConfig(
-            level=settings.ecosystem.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        from mads.telemetry import configure_logging
+
+        configure_logging(settings.ecosystem.log_level, settings.telemetry.json_logs)
         asyncio.run(serve(settings, ready=_announce))
         return 0
     except ConfigError as exc:

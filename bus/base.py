@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from bus import tracing as _tracing
 from bus.contract import Contract
 from bus.envelope import Envelope, ErrorInfo, Kind
 
@@ -58,9 +59,28 @@ class DeadlineExceeded(BusError):
 
 
 class ErrorHook:
-    """Lets later layers (redaction) rewrite exception text before it leaves a process."""
+    """Lets later layers (redaction) rewrite exception text before it leaves a process.
+
+    MADs may not import Turing's redactor, so these hooks are how they reach it: ``scrub``
+    removes known secret values from text, ``remember`` adds a value to the known ones.
+    Both are no-ops until Turing (or whoever owns redaction in the process) installs them.
+    """
 
     scrub: Callable[[str], str] = staticmethod(lambda text: text)
+    remember: Callable[[str], None] = staticmethod(lambda value: None)
+
+
+def scrub_structure(value: object, scrub: Callable[[str], str] | None = None) -> object:
+    """``value`` with ``scrub`` (default :attr:`ErrorHook.scrub`) applied to every string in nested
+    dicts (keys too), lists and tuples."""
+    fn = scrub if scrub is not None else ErrorHook.scrub
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {scrub_structure(k, fn): scrub_structure(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(scrub_structure(v, fn) for v in value)
+    return value
 
 
 def describe_exception(exc: BaseException) -> ErrorInfo:
@@ -221,13 +241,22 @@ class Bus(ABC):
 
 
 async def run_handler(
-    spec: SubscriptionSpec, envelope: Envelope, stats: Counters, gates: Sequence[Gate] = ()
+    spec: SubscriptionSpec,
+    envelope: Envelope,
+    stats: Counters,
+    gates: Sequence[Gate] = (),
+    *,
+    observed: bool = False,
 ) -> Envelope | None:
     """Deliver one envelope to a handler under the shared rules.
 
     Returns the envelope to send back (reply or error) for a request, else ``None``.
-    A handler's exception becomes an error reply, never a dead bus.
+    A handler's exception becomes an error reply, never a dead bus. With telemetry on,
+    the delivery runs inside a span continuing the envelope's trace (``observed`` marks
+    the inner call); with it off, the flag check is all it costs.
     """
+    if _tracing.ACTIVE and not observed:
+        return await _tracing.observe(spec, envelope, stats, gates, run_handler)
     is_request = envelope.kind is Kind.REQUEST
     if is_request and envelope.expired():
         stats.expired_requests_dropped += 1
@@ -236,17 +265,23 @@ async def run_handler(
         refusal = gate(envelope)
         if refusal is not None:
             stats.rejected += 1
+            if _tracing.ACTIVE:
+                _tracing.record_refusal(refusal)
             return envelope.error_reply(refusal, sender=_sender_for(spec, envelope)) if is_request else None
     if spec.contract is not None:
         problem = spec.contract.check(envelope)
         if problem is not None:
             stats.rejected += 1
+            if _tracing.ACTIVE:
+                _tracing.record_refusal(problem)
             return envelope.error_reply(problem, sender=_sender_for(spec, envelope)) if is_request else None
     stats.delivered += 1
     try:
         result = await spec.handler(envelope)
     except Exception as exc:
         stats.handler_errors += 1
+        if _tracing.ACTIVE:
+            _tracing.record_exception(exc, ErrorHook.scrub)
         log.warning("handler for %s failed on %s: %s", spec.pattern, envelope.id, type(exc).__name__)
         return envelope.error_reply(describe_exception(exc), sender=_sender_for(spec, envelope)) if is_request else None
     if not is_request:
@@ -269,6 +304,9 @@ def _sender_for(spec: SubscriptionSpec, envelope: Envelope) -> str:
 def no_route(envelope: Envelope) -> Envelope:
     """The error reply for a request nobody is subscribed to."""
     return envelope.error_reply(
-        ErrorInfo(code="no_route", message=f"nothing is listening on {envelope.recipient!r}"),
+        ErrorInfo(
+            code="no_route",
+            message=f"{envelope.recipient!r} is not running: nothing on this bus serves it",
+        ),
         sender="bus",
     )

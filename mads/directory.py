@@ -22,6 +22,11 @@ from bus.envelope import DataPart, Envelope, Kind, Strict
 
 PRESENCE = "events.presence"
 PRESENCE_QUERY = "events.presence_query"
+PRESENCE_LISTENER = "events.presenc[e]"
+"""Matches exactly ``events.presence``, written as a glob on purpose: a glob subscription
+without a group gets a private group on every transport, so each Directory (one per
+host, one in Grace, in every process) sees every announcement, and on Redis its group
+is destroyed when it stops or its process dies instead of pinning the stream."""
 HEARTBEAT = 5.0
 EXPIRY = 15.0
 
@@ -98,7 +103,7 @@ class Directory:
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
-        self._sub = await self.bus.subscribe(PRESENCE, self._on_presence, group=f"directory:{id(self)}")
+        self._sub = await self.bus.subscribe(PRESENCE_LISTENER, self._on_presence)
         await self.bus.publish(
             Envelope(sender="directory", recipient=PRESENCE_QUERY, kind=Kind.EVENT, content=[DataPart(value={})])
         )

@@ -19,6 +19,7 @@ from mads import registry
 from mads.base import MAD, MadContext
 from mads.directory import Directory, PresenceAnnouncer
 from mads.settings import ConfigError, Settings, validate_mad_section
+from mads.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,17 @@ class Host:
         self.gateway: Any = None
         self.url: str | None = None
         self._quarantine: Any = None
+        self.sandbox: Any = None
+        uses_sandbox = {name for name, cls in self.classes.items() if getattr(cls, "uses_sandbox", False)}
+        if set(settings.sandbox.grants) & set(self.names) or uses_sandbox:
+            # Imported only when needed: the sandbox pulls in wasmtime.
+            from mads.sandbox_capability import sandbox_for_host
+
+            self.sandbox = sandbox_for_host(
+                settings.sandbox, self.names, uses_sandbox, set(registry.MADS), self.data_dir
+            )
+            self.capabilities["sandbox"] = self.sandbox
+        self.telemetry = Telemetry(settings.telemetry, instance=self.process)
 
     @property
     def serves_gateway(self) -> bool:
@@ -95,7 +107,10 @@ class Host:
 
     async def start(self) -> None:
         await self.bus.start()
+        await self.telemetry.start(self.bus, gateway_here=self.serves_gateway)
         await self.directory.start()
+        if self.sandbox is not None:
+            self.sandbox.begin()  # compiles or loads in a thread while the MADs and the gateway start
         if "mcnamara" not in self.names:
             # McNamara runs elsewhere: enforce its quarantine decisions in this process too.
             from mads.mcnamara.quarantine import QuarantineGate
@@ -112,6 +127,8 @@ class Host:
                         capabilities=self.capabilities,
                     )
                 )
+                if self.sandbox is not None:
+                    self.sandbox.grant(mad)
                 await mad.start()
                 self.mads[name] = mad
                 announcer = PresenceAnnouncer(self.bus, mad.address, mad.name, mad.card(), self.process)
@@ -140,12 +157,15 @@ class Host:
             await self._quarantine.stop()
         # Drain first: in-flight handlers finish and the wiretap flushes before storage closes.
         await self.bus.close(drain_timeout=self.settings.ecosystem.drain_timeout)
+        await self.telemetry.stop()
         for name in reversed(list(self.mads)):
             try:
                 await self.mads[name].stop()
             except Exception:
                 log.exception("stopping %s failed", name)
         self.mads.clear()
+        if self.sandbox is not None:
+            await self.sandbox.close()
 
 
 __all__ = ["ConfigError", "Host", "make_bus", "prepare_data_dir"]

@@ -310,13 +310,21 @@ class RedisBus(Bus):
         await self._publish(envelope)
 
     async def _publish(
-        self, envelope: Envelope, ack: tuple[str, str, str, str] | None = None, patience: float | None = None
+        self,
+        envelope: Envelope,
+        ack: tuple[str, str, str, str] | None = None,
+        patience: float | None = None,
+        route: str | None = None,
     ) -> None:
-        """One atomic step in Redis: route check, backpressure, wiretap copy, write (and ack, for a reply)."""
+        """One atomic step in Redis: route check, backpressure, wiretap copy, write (and ack, for a reply).
+
+        ``route`` (default: the recipient) is where the script delivers; a reply is routed
+        to the requester's inbox while the envelope itself stays addressed to the requester.
+        """
         settings = self.settings
         args: list[str | int] = [
             self.keys.prefix,
-            envelope.recipient,
+            route or envelope.recipient,
             envelope.kind.value,
             envelope.model_dump_json(),
             settings.max_len,
@@ -350,16 +358,22 @@ class RedisBus(Bus):
         self.counters.published += 1
         if status == "no_route":
             self.counters.undeliverable += 1
-            await self._publish(not_running(envelope), patience=patience)
+            answer, route = to_requester(not_running(envelope), envelope)
+            await self._publish(answer, patience=patience, route=route)
         elif status == "undeliverable":
             self.counters.undeliverable += 1
         elif status == "gone":
             self.counters.late_replies_dropped += 1
 
-    async def finish(self, stream: str, group: str, entry_id: str, key: str, reply: Envelope | None) -> None:
+    async def finish(
+        self, stream: str, group: str, entry_id: str, key: str, reply: Envelope | None, request: Envelope | None = None
+    ) -> None:
         """Settle a handled entry: publish the reply, mark the envelope done and ack, all in one step."""
         if reply is not None:
-            await self._publish(reply, ack=(stream, group, entry_id, key))
+            route = None
+            if request is not None:
+                reply, route = to_requester(reply, request)
+            await self._publish(reply, ack=(stream, group, entry_id, key), route=route)
             return
         backoff = Backoff(self.settings.backoff_max)
         loop = asyncio.get_running_loop()
@@ -559,6 +573,19 @@ class RedisBus(Bus):
             reconnects=t.reconnects,
             backpressure_waits=t.backpressure_waits,
         )
+
+
+def to_requester(reply: Envelope, request: Envelope) -> tuple[Envelope, str | None]:
+    """Address a reply bound for an inbox to the requester; return it and the inbox to route it to.
+
+    ``request()`` points ``reply_to`` at this process's inbox, so a plain reply would be
+    addressed to ``_inbox.<instance>`` — and the wiretap (Rogers) would store that
+    transport detail as a participant. The requester is the request's sender (an
+    explicit ``reply_to`` given to ``request()`` is not carried across processes).
+    """
+    if not reply.recipient.startswith(f"{INBOX_NAMESPACE}."):
+        return reply, None
+    return reply.model_copy(update={"recipient": request.sender}), reply.recipient
 
 
 def not_running(envelope: Envelope) -> Envelope:

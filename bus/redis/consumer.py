@@ -135,7 +135,7 @@ class RedisSubscription(Subscription):
     async def _handle(self, entry_id: str, envelope: Envelope, key: str) -> None:
         try:
             reply = await run_handler(self.spec, envelope, self.bus.counters, self.bus.gates)
-            await self.bus.finish(self.stream, self.spec.group, entry_id, key, reply)
+            await self.bus.finish(self.stream, self.spec.group, entry_id, key, reply, envelope)
         except Exception:
             log.exception("settling %s on %s failed; it stays pending and will be reclaimed", entry_id, self.stream)
         finally:

@@ -9,18 +9,25 @@ been committed, which is what lets the gateway acknowledge a message as durable.
 Not stored: envelopes to ``stream.*`` (deltas the final reply repeats) and Rogers's
 own replies (copies of rows it already holds; storing them would copy every page it
 serves). Everything else — requests, replies, events, errors — is kept.
+
+Secrets are never stored: data parts typed ``SECRET_MEDIA_TYPE`` (and the value argument
+of a request to Turing's ``put``) are replaced by ``[REDACTED]`` structurally, which works
+whichever process sent them, and every stored text and envelope passes through the
+process's secret redactor (``ErrorHook.scrub``, installed by Turing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 
-from bus.base import Subscription
-from bus.envelope import Envelope, Kind
+from bus.base import ErrorHook, Subscription, scrub_structure
+from bus.envelope import SECRET_MEDIA_TYPE, CommandPart, DataPart, Envelope, Kind, ProsePart
 from bus.ids import new_id
 from mads.base import MAD, MadContext, ToolFailure
 from mads.rogers.schemas import (
@@ -51,6 +58,10 @@ _POSITIONS_KEPT = 4096
 A handler runs at most mailbox + concurrency requests after the tap saw its envelope,
 far fewer than this, so an entry is never evicted before it is needed."""
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0
+REDACTED = "[REDACTED]"
+SECRET_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {("turing", "put"): frozenset({"value"})}
+"""Command arguments that carry a secret, by (recipient MAD, tool): stripped before storing, because
+the request is tapped before Turing has seen (and registered) the value."""
 
 
 class Rogers(MAD):
@@ -89,6 +100,9 @@ class Rogers(MAD):
         self._largest_batch = 0
         self._skipped = 0
         self._unstorable = 0
+        self._redact: Callable[[str], str] = ErrorHook.scrub
+        """The redactor in force while envelopes cross the bus; kept after Turing stops (it restores
+        the hook) so that envelopes still queued at shut-down are scrubbed too."""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -96,7 +110,7 @@ class Rogers(MAD):
         await self.store.open()
         self._count = await self.store.message_count()
         self._writer = asyncio.create_task(self._write_loop(), name="rogers:writer")
-        self._tap = await self.bus.wiretap(self._observe)
+        self._tap = await self.bus.wiretap(self._observe, group=self.name)
 
     async def on_stop(self) -> None:
         """Stop tapping, write what was tapped, close the database.
@@ -117,6 +131,7 @@ class Rogers(MAD):
 
     async def _observe(self, envelope: Envelope) -> None:
         """The wiretap observer: queue the envelope for the writer (waits while the queue is full)."""
+        self._redact = ErrorHook.scrub
         if self._stored(envelope):
             self._observed += 1
             await self._queue.put((self._observed, envelope))
@@ -140,8 +155,22 @@ class Rogers(MAD):
         )
 
     def _scrub(self, text: str) -> str:
-        """The one place stored text passes through (envelope JSON and search text); secret redaction plugs in here."""
-        return text
+        """The one place stored text passes through (envelope JSON and search text): known secrets removed."""
+        return self._redact(text)
+
+    def _envelope_json(self, envelope: Envelope) -> str:
+        """The envelope as stored: secret parts stripped, then every string scrubbed.
+
+        Scrubbing the JSON text is enough when it finds nothing (the common case, and
+        fast); when it does, the strings are scrubbed one by one so the JSON stays valid
+        whatever the secret contains.
+        """
+        envelope = _without_secret_parts(envelope)
+        text = envelope.model_dump_json(exclude_none=True)
+        if self._scrub(text) == text:
+            return text
+        value = scrub_structure(envelope.model_dump(mode="json", exclude_none=True), self._redact)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     def _record(self, envelope: Envelope) -> MessageRecord:
         text = envelope.text()
@@ -157,7 +186,7 @@ class Rogers(MAD):
             correlation_id=envelope.correlation_id,
             created_at=timestamp(envelope.created_at),
             text=self._scrub(text),
-            envelope_json=self._scrub(envelope.model_dump_json(exclude_none=True)),
+            envelope_json=self._envelope_json(envelope),
         )
 
     def _records(self, batch: list[tuple[int, Envelope]]) -> list[MessageRecord]:
@@ -260,7 +289,8 @@ class Rogers(MAD):
 
     @tool("Start a new conversation and return it (its id is what messages carry as conversation_id).")
     async def create_conversation(self, args: CreateConversationArgs, call: Call) -> Conversation:
-        return await self.store.create_conversation(new_id(), args.title, args.created_by or call.sender)
+        title = self._scrub(args.title) if args.title else args.title
+        return await self.store.create_conversation(new_id(), title, args.created_by or call.sender)
 
     @tool("List conversations, newest first, one page at a time (pass next_cursor back to get the next page).")
     async def list_conversations(self, args: ListConversationsArgs) -> ConversationPage:
@@ -305,6 +335,28 @@ class Rogers(MAD):
             write_failures=self._failures,
             unstorable=self._unstorable,
         )
+
+
+def _without_secret_parts(envelope: Envelope) -> Envelope:
+    """``envelope`` with every secret value replaced by ``[REDACTED]`` (itself when it carries none)."""
+    target = envelope.recipient.split(".", 1)[0]
+    parts = envelope.content
+    if not any(
+        (isinstance(p, DataPart) and p.media_type == SECRET_MEDIA_TYPE)
+        or (isinstance(p, CommandPart) and (target, p.tool) in SECRET_ARGUMENTS)
+        for p in parts
+    ):
+        return envelope
+    cleaned: list[CommandPart | DataPart | ProsePart] = []
+    for part in parts:
+        if isinstance(part, DataPart) and part.media_type == SECRET_MEDIA_TYPE:
+            part = part.model_copy(update={"value": REDACTED})
+        elif isinstance(part, CommandPart) and (target, part.tool) in SECRET_ARGUMENTS:
+            hidden = SECRET_ARGUMENTS[(target, part.tool)]
+            arguments = {k: REDACTED if k in hidden else v for k, v in part.arguments.items()}
+            part = part.model_copy(update={"arguments": arguments})
+        cleaned.append(part)
+    return envelope.model_copy(update={"content": cleaned})
 
 
 def _not_found(conversation_id: str) -> ToolFailure:

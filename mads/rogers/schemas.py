@@ -39,8 +39,8 @@ class RogersConfig(BaseModel):
     """Envelopes tapped but not yet written; when full, the wiretap (and so the bus) waits."""
     page_max: int = Field(default=200, ge=1, le=MAX_LIMIT)
     """Largest page returned by history, list_conversations and search; bigger limits are lowered to it."""
-    skip_recipients: tuple[str, ...] = ("stream.*",)
-    """Globs of recipients never stored: stream deltas repeat what the final reply holds."""
+    skip_recipients: tuple[str, ...] = ("stream.*", "events.presence*")
+    """Globs of recipients never stored: stream deltas repeat the final reply; presence heartbeats are noise."""
     store_own_replies: bool = False
     """Rogers's replies are copies of what it already stores; storing them would copy every page read."""
 

@@ -221,8 +221,8 @@ async def test_participants_are_tracked(bus: InMemoryBus, rogers: Rogers, echo: 
     assert set(people) == {"user.alice", "user.bob", "echo", "nobody"}
     assert people["user.alice"]["message_count"] == 2  # its request and echo's reply
     assert all(p["first_seen"] <= p["last_seen"] for p in people.values())
-    # request + reply, request + no_route error, the note (tool-call events carry no conversation_id)
-    assert conversation["message_count"] == 5
+    # request + reply + echo's tool-call event, request + no_route error, the note
+    assert conversation["message_count"] == 6
 
 
 async def test_conversations_seen_only_on_the_bus_are_created(bus: InMemoryBus, rogers: Rogers) -> None:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
-from bus.base import Bus, BusClosed, Subscription
+from bus.base import Bus, BusClosed, ErrorHook, Subscription
 from bus.contract import Contract
 from bus.envelope import (
     JSON_MEDIA_TYPE,
@@ -41,6 +41,7 @@ from bus.envelope import (
 )
 from bus.ids import new_id
 from bus.topics import TOOL_CALL, ToolCallEvent
+from bus.tracing import current_trace
 from mads.tools import Call, Tool, collect_tools
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ class MAD:
             kind=Kind.REQUEST,
             conversation_id=conversation_id,
             deadline=deadline_in(timeout or self.call_timeout),
+            trace=current_trace(),
             content=list(parts),
         )
         return await self.bus.request(envelope)
@@ -302,14 +304,20 @@ class MAD:
                     recipient=topic,
                     kind=Kind.EVENT,
                     conversation_id=conversation_id,
+                    trace=current_trace(),
                     content=[DataPart(value=value)],
                 )
             )
 
 
 class ToolFailure(Exception):
-    """Raised by a tool to answer with a typed error instead of a result."""
+    """Raised by a tool to answer with a typed error instead of a result.
+
+    The message is scrubbed of known secrets (:attr:`ErrorHook.scrub`): tools often quote
+    their input ("no conversation 'x'"), and that input may be a secret someone pasted.
+    """
 
     def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        message = ErrorHook.scrub(message)
         super().__init__(message)
         self.error = ErrorInfo(code=code, message=message, retryable=retryable)

@@ -10,6 +10,13 @@ Layout of ``ecosystem.toml``::
     [gateway]              # the web door
     port = 8765
 
+    [telemetry]            # traces, metrics, log format (see mads.telemetry)
+    otlp_endpoint = "http://127.0.0.1:4318"
+
+    [sandbox]              # the WASM cell (see mads.sandbox_capability)
+    grants = ["hopper"]    # MADs given the run_python tool
+    allow_hosts = []       # Marco's SSRF allowlist: hosts, IPs, CIDRs, optional :port
+
     [fiedler]              # one section per MAD, validated by that MAD's config_model
     ...
 
@@ -66,6 +73,91 @@ class GatewaySection(Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     extra: dict[str, Any] = Field(default_factory=dict, description="settings for gateway hardening layers")
+    trusted_origins: list[str] = Field(
+        default_factory=list, description="extra browser origins (scheme://host:port) allowed to open the WebSocket"
+    )
+    session_idle_timeout: float = Field(default=1800.0, gt=0, le=86_400, description="seconds a session may idle")
+    session_max_age: float = Field(default=43_200.0, gt=0, le=30 * 86_400, description="absolute session lifetime, s")
+    max_sessions: int = Field(default=10_000, ge=1, le=1_000_000)
+    rate_per_principal: float = Field(default=20.0, gt=0, description="requests per second refilled per principal")
+    burst_per_principal: int = Field(default=120, ge=1, description="bucket size per principal")
+    rate_per_ip: float = Field(default=50.0, gt=0, description="requests per second refilled per client IP")
+    burst_per_ip: int = Field(default=300, ge=1, description="bucket size per client IP")
+    login_rate_per_ip: float = Field(default=0.2, gt=0, description="login attempts per second refilled per IP")
+    login_burst_per_ip: int = Field(default=10, ge=1, description="login attempts allowed in a burst per IP")
+    token_use_event_interval: float = Field(
+        default=900.0, ge=0, le=86_400, description="seconds between success events for the same token"
+    )
+    hsts_max_age: int = Field(default=31_536_000, ge=0, description="Strict-Transport-Security max-age when TLS is on")
+
+
+class TelemetrySection(Section):
+    """Traces, metrics and log format. Tracing is off unless an OTLP endpoint (or ``traces = true``) is set."""
+
+    service_name: str = Field(default="mad-ecosystem", min_length=1, max_length=100)
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (http://host:4318); default: $OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    traces: bool | None = Field(default=None, description="trace bus hops; default: on when an endpoint is set")
+    metrics: bool = Field(default=True, description="record metrics (Prometheus text at the gateway, OTLP if set)")
+    json_logs: bool | None = Field(default=None, description="JSON log lines; default: JSON unless stderr is a TTY")
+    event_metrics: bool | None = Field(
+        default=None,
+        description="count LLM tokens/cost and validation failures here; default: in the gateway's process",
+    )
+    export_interval: float = Field(default=30.0, gt=0, le=3600, description="seconds between OTLP metric exports")
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        return value
+
+
+class SandboxSection(Section):
+    """One WASM sandbox per process, created when a MAD here is granted it (or needs it, like Marco)."""
+
+    max_concurrency: int = Field(default=2, ge=1, le=64, description="cells executing at once in this process")
+    maxima: dict[str, Any] = Field(
+        default_factory=dict, description="ceilings for per-run limits (sandbox.LimitMaxima fields)"
+    )
+    grants: list[str] = Field(default_factory=lambda: ["hopper"], description="MADs given the run_python tool")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts, IPs or CIDRs (optionally :port) Marco may fetch although they are not public",
+    )
+    allow_private: bool = Field(
+        default=False, description="let Marco fetch any non-public address except cloud metadata (dev only)"
+    )
+
+    @field_validator("maxima")
+    @classmethod
+    def _maxima(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Imported here: the sandbox pulls in wasmtime, which a process without a sandbox never needs.
+        from sandbox.limits import LimitMaxima
+
+        try:
+            return LimitMaxima.model_validate(value).model_dump()
+        except ValidationError as exc:
+            raise ValueError(_nested(exc)) from None
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _allow_hosts(cls, value: list[str]) -> list[str]:
+        from mads.marco.url_policy import parse_allow_entry
+
+        for entry in value:
+            parse_allow_entry(entry)
+        return value
+
+
+def _nested(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False)
+    )
 
 
 class Settings(BaseModel):
@@ -75,6 +167,8 @@ class Settings(BaseModel):
 
     ecosystem: EcosystemSection = Field(default_factory=EcosystemSection)
     gateway: GatewaySection = Field(default_factory=GatewaySection)
+    telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
+    sandbox: SandboxSection = Field(default_factory=SandboxSection)
     mad_sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
     source: str = "defaults"
 
@@ -145,16 +239,21 @@ def load_settings(
     sections: dict[str, Any] = {}
     mad_sections: dict[str, dict[str, Any]] = {}
     for name, value in raw.items():
-        if name in ("ecosystem", "gateway"):
+        if name in ("ecosystem", "gateway", "telemetry", "sandbox"):
             sections[name] = value
         elif known_mads is None or name in known_mads:
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: must be a table")
             mad_sections[name] = value
         else:
-            allowed = ", ".join(sorted({"ecosystem", "gateway", *(known_mads or ())}))
+            allowed = ", ".join(sorted({"ecosystem", "gateway", "telemetry", "sandbox", *(known_mads or ())}))
             raise ConfigError(f"{name}: unknown section (known sections: {allowed})")
-    for name, model in (("ecosystem", EcosystemSection), ("gateway", GatewaySection)):
+    for name, model in (
+        ("ecosystem", EcosystemSection),
+        ("gateway", GatewaySection),
+        ("telemetry", TelemetrySection),
+        ("sandbox", SandboxSection),
+    ):
         if name in sections:
             if not isinstance(sections[name], dict):
                 raise ConfigError(f"{name}: must be a table")

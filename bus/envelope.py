@@ -10,6 +10,7 @@ arguments), fixed **data** (media type + JSON value) or **prose** (text).
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -99,6 +100,9 @@ class Envelope(Strict):
 
     def reply(self, *parts: CommandPart | DataPart | ProsePart, sender: str | None = None) -> Envelope:
         """A reply to this envelope, addressed to whoever asked."""
+        fast = _derive(self, Kind.REPLY, sender or self.recipient, parts, self.deadline, _REPLY_FIELDS_SET)
+        if fast is not None:
+            return fast
         return Envelope(
             conversation_id=self.conversation_id,
             sender=sender or self.recipient,
@@ -112,14 +116,19 @@ class Envelope(Strict):
 
     def error_reply(self, error: ErrorInfo, sender: str | None = None) -> Envelope:
         """A typed failure reply: never a raw string, always an :class:`ErrorInfo`."""
+        sender = sender or _safe_sender(self.recipient)
+        content = (DataPart(media_type=ERROR_MEDIA_TYPE, value=error.model_dump(mode="json")),)
+        fast = _derive(self, Kind.ERROR, sender, content, None, _ERROR_FIELDS_SET)
+        if fast is not None:
+            return fast
         return Envelope(
             conversation_id=self.conversation_id,
-            sender=sender or _safe_sender(self.recipient),
+            sender=sender,
             recipient=self.reply_to or self.sender,
             kind=Kind.ERROR,
             correlation_id=self.id,
             trace=self.trace,
-            content=[DataPart(media_type=ERROR_MEDIA_TYPE, value=error.model_dump(mode="json"))],
+            content=list(content),
         )
 
     def expired(self, now: datetime | None = None) -> bool:
@@ -151,6 +160,118 @@ class Envelope(Strict):
             for p in self.content
             if isinstance(p, DataPart) and (media_type is None or p.media_type == media_type)
         ]
+
+
+_PART_TYPES = frozenset({CommandPart, DataPart, ProsePart})
+_REPLY_FIELDS_SET = frozenset(
+    {"conversation_id", "sender", "recipient", "kind", "correlation_id", "deadline", "trace", "content"}
+)
+"""The fields a reply passes explicitly (so ``model_dump(exclude_unset=True)`` matches a validated one)."""
+_ERROR_FIELDS_SET = _REPLY_FIELDS_SET - {"deadline"}
+_ADDRESS_RE = re.compile(ADDRESS_PATTERN.removeprefix("^").removesuffix("$"))
+_CONVERSATION_RE = re.compile(r"[A-Za-z0-9_\-]+")
+_ID_RE = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
+_MEMO_LIMIT = 4096
+_known_addresses: set[str] = set()
+_known_conversations: set[str] = set()
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _is_address(value: object) -> bool:
+    """Exactly what ``Field(pattern=ADDRESS_PATTERN, max_length=128)`` accepts from an exact ``str``.
+
+    ``fullmatch`` without anchors, because Python's ``$`` also matches before a final
+    newline and pydantic's (Rust) one does not. Addresses repeat, so results are memoised.
+    """
+    if type(value) is not str:
+        return False
+    if value in _known_addresses:
+        return True
+    if len(value) > 128 or _ADDRESS_RE.fullmatch(value) is None:
+        return False
+    if len(_known_addresses) >= _MEMO_LIMIT:
+        _known_addresses.clear()
+    _known_addresses.add(value)
+    return True
+
+
+def _is_conversation(value: object) -> bool:
+    """Exactly what the ``conversation_id`` field accepts (``None`` included), memoised."""
+    if value is None:
+        return True
+    if type(value) is not str:
+        return False
+    if value in _known_conversations:
+        return True
+    if not 1 <= len(value) <= 64 or _CONVERSATION_RE.fullmatch(value) is None:
+        return False
+    if len(_known_conversations) >= _MEMO_LIMIT:
+        _known_conversations.clear()
+    _known_conversations.add(value)
+    return True
+
+
+def _is_id(value: object) -> bool:
+    """Exactly what ``Field(pattern=ID_PATTERN)`` accepts: 32 lowercase hex digits."""
+    return type(value) is str and _ID_RE.fullmatch(value) is not None
+
+
+def _derive(
+    source: Envelope,
+    kind: Kind,
+    sender: str,
+    parts: tuple[CommandPart | DataPart | ProsePart, ...],
+    deadline: datetime | None,
+    fields_set: frozenset[str],
+) -> Envelope | None:
+    """A reply or error to ``source`` without re-validating what is already known to be valid.
+
+    A reply is made of the request's own fields, part instances and a sender. Each
+    value is checked against exactly the constraint its field declares (memoised for
+    addresses, which repeat); part and trace instances are accepted as they are, as
+    full validation accepts them (``revalidate_instances="never"``). ``None`` means a
+    check failed: the caller then builds the envelope with full validation, which
+    raises the usual error naming the field. The equivalence is property-tested
+    (``tests/bus/test_envelope_fastpath.py``).
+    """
+    recipient = source.reply_to or source.sender
+    conversation_id = source.conversation_id
+    correlation_id = source.id
+    trace = source.trace
+    if not (
+        _is_address(sender)
+        and _is_address(recipient)
+        and _is_id(correlation_id)
+        and _is_conversation(conversation_id)
+        and (deadline is None or type(deadline) is datetime)
+        and (trace is None or type(trace) is TraceContext)
+        and 1 <= len(parts) <= MAX_PARTS
+        and _PART_TYPES.issuperset(map(type, parts))
+    ):
+        return None
+    envelope = _new(Envelope)
+    _set(
+        envelope,
+        "__dict__",
+        {
+            "id": new_id(),
+            "conversation_id": conversation_id,
+            "sender": sender,
+            "recipient": recipient,
+            "reply_to": None,
+            "kind": kind,
+            "correlation_id": correlation_id,
+            "created_at": _now(),
+            "deadline": deadline,
+            "trace": trace,
+            "content": list(parts),
+        },
+    )
+    _set(envelope, "__pydantic_fields_set__", set(fields_set))
+    _set(envelope, "__pydantic_extra__", None)
+    _set(envelope, "__pydantic_private__", None)
+    return envelope
 
 
 def _safe_sender(address: str) -> str:

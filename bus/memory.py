@@ -4,14 +4,23 @@ Each subscription owns a bounded mailbox (``asyncio.Queue(maxsize)``) drained by
 fixed number of worker tasks, so a slow subscriber pushes back on publishers
 instead of growing memory without bound. Envelopes are immutable pydantic
 objects, validated when built, and pass between MADs by reference.
+
+Request/reply is the hot path, so it avoids work the semantics do not need:
+delivery is synchronous (``put_nowait``) whenever every mailbox has room and
+only awaits when one is full; deadlines live in one heap swept by a single timer
+instead of a ``TimerHandle`` per request (asyncio's timer heap compares handles
+in Python, and every cancelled handle stays in it until a cleanup pass).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
+import math
+import time
 
 from bus.base import (
     DEFAULT_CONCURRENCY,
@@ -34,19 +43,24 @@ from bus.envelope import Envelope, Kind
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+_REQUEST = Kind.REQUEST
+_REPLY = Kind.REPLY
+_ERROR = Kind.ERROR
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
+"""asyncio runs a timer this early at most; the sweeper uses the same tolerance."""
+_COMPACT_SLACK = 1024
+"""Finished requests may leave this many stale heap entries (beyond the live ones) before a compaction."""
 
 
-def _expire(future: asyncio.Future[Envelope]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+class _Expired(Exception):
+    """Set on a request's future by the deadline sweeper; turned into :class:`DeadlineExceeded`."""
 
 
 class _MemorySubscription(Subscription):
     def __init__(self, bus: InMemoryBus, spec: SubscriptionSpec) -> None:
         self.bus = bus
         self.spec = spec
-        self.queue: asyncio.Queue[Envelope | object] = asyncio.Queue(spec.mailbox)
+        self.queue: asyncio.Queue[Envelope] = asyncio.Queue(spec.mailbox)
         self.workers: list[asyncio.Task[None]] = []
         self.busy = 0
 
@@ -56,23 +70,20 @@ class _MemorySubscription(Subscription):
         ]
 
     async def _work(self) -> None:
-        queue, bus, spec = self.queue, self.bus, self.spec
+        bus, spec = self.bus, self.spec
+        get, task_done, stats = self.queue.get, self.queue.task_done, bus._stats
         while True:
-            item = await queue.get()
-            if item is _STOP:
-                queue.task_done()
-                return
-            assert isinstance(item, Envelope)
+            item = await get()
             self.busy += 1
             try:
-                reply = await run_handler(spec, item, bus._stats, bus._gates or ())
-                if reply is not None:
-                    await bus._route_reply(reply)
+                reply = await run_handler(spec, item, stats, bus._gates or ())
+                if reply is not None and not bus._publish_nowait(reply):
+                    await bus._publish(reply)
             except Exception:
                 log.exception("bus worker for %s failed", spec.pattern)
             finally:
                 self.busy -= 1
-                queue.task_done()
+                task_done()
 
     async def drain(self) -> None:
         await self.queue.join()
@@ -127,6 +138,11 @@ class InMemoryBus(Bus):
         self._patterns: list[_MemorySubscription] = []
         self._taps: list[_Tap] = []
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._deadlines: list[tuple[float, int, asyncio.Future[Envelope]]] = []
+        self._deadline_seq = itertools.count()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf
+        self._sweep_loop: asyncio.AbstractEventLoop | None = None
         self._rr = itertools.count()
         self._stats = Counters()
         self._closing = False
@@ -172,7 +188,9 @@ class InMemoryBus(Bus):
             if not subs:
                 self._exact.pop(sub.spec.pattern, None)
 
-    async def wiretap(self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX) -> Subscription:
+    async def wiretap(
+        self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX, group: str | None = None
+    ) -> Subscription:
         tap = _Tap(self, observer, mailbox)
         self._taps.append(tap)
         return tap
@@ -197,9 +215,50 @@ class InMemoryBus(Bus):
     async def publish(self, envelope: Envelope) -> None:
         if self._closing:
             raise BusClosed("bus is closing; nothing new is accepted")
-        await self._publish(envelope)
+        if not self._publish_nowait(envelope):
+            await self._publish(envelope)
+
+    def _publish_nowait(self, envelope: Envelope) -> bool:
+        """Deliver at once if no mailbox involved is full; ``False`` (and nothing done) otherwise.
+
+        The common case of :meth:`_publish`, without a coroutine or a suspension.
+        Routing to nobody also returns ``False``: the no-route reply takes the slow path.
+        """
+        taps = self._taps
+        for tap in taps:
+            if tap.queue.full():
+                return False
+        kind = envelope.kind
+        if (kind is _REPLY or kind is _ERROR) and envelope.correlation_id is not None:
+            self._stats.published += 1
+            for tap in taps:
+                tap.queue.put_nowait(envelope)
+            self._resolve(envelope)
+            return True
+        targets = self._exact.get(envelope.recipient)
+        if targets is None or len(targets) != 1 or self._patterns:
+            targets = self._targets(envelope.recipient)
+        if len(targets) == 1 and not taps:
+            try:
+                targets[0].queue.put_nowait(envelope)
+            except asyncio.QueueFull:
+                return False
+            self._stats.published += 1
+            return True
+        if not targets:
+            return False
+        for sub in targets:
+            if sub.queue.full():
+                return False
+        self._stats.published += 1
+        for tap in taps:
+            tap.queue.put_nowait(envelope)
+        for sub in targets:
+            sub.queue.put_nowait(envelope)
+        return True
 
     async def _publish(self, envelope: Envelope) -> None:
+        """Deliver, waiting while a mailbox is full (backpressure)."""
         self._stats.published += 1
         for tap in self._taps:
             await tap.queue.put(envelope)
@@ -210,13 +269,10 @@ class InMemoryBus(Bus):
         if not targets:
             self._stats.undeliverable += 1
             if envelope.kind is Kind.REQUEST:
-                await self._route_reply(no_route(envelope))
+                await self._publish(no_route(envelope))
             return
         for sub in targets:
             await sub.queue.put(envelope)
-
-    async def _route_reply(self, reply: Envelope) -> None:
-        await self._publish(reply)
 
     def _resolve(self, reply: Envelope) -> None:
         future = self._pending.pop(reply.correlation_id or "", None)
@@ -228,23 +284,61 @@ class InMemoryBus(Bus):
     async def request(self, envelope: Envelope, timeout: float | None = None) -> Envelope:
         if self._closing:
             raise BusClosed("bus is closing; nothing new is accepted")
-        if envelope.kind is not Kind.REQUEST:
+        if envelope.kind is not _REQUEST:
             raise ValueError(f"request() needs kind=request, got {envelope.kind}")
-        wait = envelope.remaining()
-        if wait is None:
+        if envelope.deadline is None:
             wait = timeout if timeout is not None else DEFAULT_TIMEOUT
+        else:
+            wait = envelope.remaining() or 0.0
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Envelope] = loop.create_future()
-        self._pending[envelope.id] = future
-        timer = loop.call_later(wait, _expire, future)
+        key = envelope.id
+        self._pending[key] = future
+        self._expire_at(loop, loop.time() + wait, future)
         try:
-            await self._publish(envelope)
+            if not self._publish_nowait(envelope):
+                await self._publish(envelope)
             return await future
-        except TimeoutError:
+        except _Expired:
             raise DeadlineExceeded(envelope, wait) from None
+        except BaseException:
+            if not future.done():
+                future.cancel()
+            raise
         finally:
-            timer.cancel()
-            self._pending.pop(envelope.id, None)
+            if self._pending.get(key) is future:
+                del self._pending[key]
+
+    def _expire_at(self, loop: asyncio.AbstractEventLoop, when: float, future: asyncio.Future[Envelope]) -> None:
+        """Register a deadline; one timer (for the earliest) serves all pending requests."""
+        heap = self._deadlines
+        heapq.heappush(heap, (when, next(self._deadline_seq), future))
+        if when < self._sweep_at or loop is not self._sweep_loop:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            self._sweep_at, self._sweep_loop = when, loop
+            self._sweeper = loop.call_at(when, self._sweep, loop)
+        elif len(heap) > 2 * len(self._pending) + _COMPACT_SLACK:
+            heap[:] = [entry for entry in heap if not entry[2].done()]
+            heapq.heapify(heap)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail every request whose deadline has passed, drop finished ones, re-arm for the next."""
+        self._sweeper = None
+        self._sweep_at = math.inf
+        heap = self._deadlines
+        horizon = loop.time() + _CLOCK_RESOLUTION
+        while heap:
+            when, _, future = heap[0]
+            if future.done():
+                heapq.heappop(heap)
+            elif when < horizon:
+                heapq.heappop(heap)
+                future.set_exception(_Expired())
+            else:
+                self._sweep_at = when
+                self._sweeper = loop.call_at(when, self._sweep, loop)
+                return
 
     def stats(self) -> BusStats:
         depth = {
@@ -274,5 +368,10 @@ class InMemoryBus(Bus):
             if not future.done():
                 future.set_exception(BusClosed("bus closed before the reply arrived"))
         self._pending.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._sweep_at = math.inf
+        self._deadlines.clear()
         self._exact.clear()
         self._patterns.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bus.base import DeadlineExceeded
 from bus.envelope import DataPart, Envelope, Kind
 from bus.memory import InMemoryBus
 
@@ -57,3 +58,61 @@ async def test_stats_count_traffic() -> None:
     stats = bus.stats()
     assert stats.published == 10
     assert stats.delivered == 10
+
+
+async def test_deadlines_share_one_sweeper_and_never_fire_early() -> None:
+    """Requests registered out of deadline order each fail at (never before) their own deadline."""
+    bus = InMemoryBus()
+    await bus.start()
+    release = asyncio.Event()
+    arrived = 0
+    all_arrived = asyncio.Event()
+
+    async def slow(envelope: Envelope) -> Envelope:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 3:
+            all_arrived.set()
+        await release.wait()
+        return envelope.reply(DataPart(value="late"))
+
+    await bus.subscribe("slow", slow)
+    loop = asyncio.get_running_loop()
+
+    async def ask(timeout: float) -> float:
+        start = loop.time()
+        request = Envelope(sender="tester", recipient="slow", kind=Kind.REQUEST, content=[DataPart(value=timeout)])
+        try:
+            await bus.request(request, timeout=timeout)
+        except DeadlineExceeded:
+            return loop.time() - start
+        raise AssertionError("a reply arrived before the deadline")
+
+    waited = await asyncio.gather(ask(0.3), ask(0.05), ask(0.15))
+    for elapsed, timeout in zip(waited, (0.3, 0.05, 0.15), strict=True):
+        assert elapsed >= timeout - 0.002, (elapsed, timeout)
+    await asyncio.wait_for(all_arrived.wait(), 5)
+    release.set()
+    for _ in range(200):
+        if bus.stats().late_replies_dropped == 3:
+            break
+        await asyncio.sleep(0)
+    assert bus.stats().late_replies_dropped == 3
+    await bus.close()
+
+
+async def test_answered_requests_do_not_pile_up_in_the_deadline_heap() -> None:
+    bus = InMemoryBus()
+    await bus.start()
+
+    async def echo(envelope: Envelope) -> Envelope:
+        return envelope.reply(DataPart(value=envelope.data()[0]))
+
+    await bus.subscribe("echo", echo)
+    for n in range(5000):
+        request = Envelope(sender="tester", recipient="echo", kind=Kind.REQUEST, content=[DataPart(value=n)])
+        assert (await bus.request(request, timeout=60)).data() == [n]
+    assert not bus._pending
+    assert len(bus._deadlines) <= 1025, "finished requests are compacted out of the heap"
+    await bus.close()
+    assert not bus._deadlines and bus._sweeper is None

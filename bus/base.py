@@ -28,7 +28,16 @@ Handler = Callable[[Envelope], Awaitable[Envelope | None]]
 """Handles one envelope; for a request, the returned envelope is the reply."""
 
 Observer = Callable[[Envelope], Awaitable[None]]
-"""Sees every envelope that crosses the bus (Rogers, the audit trail)."""
+"""Sees every envelope that crosses the bus (the audit trail, test recorders)."""
+
+BatchObserver = Callable[[list[Envelope]], Awaitable[None]]
+"""Sees every envelope that crosses the bus, several at a time (Rogers).
+
+The transport counts a batch as seen only once the observer *returns*: on Redis the
+tap entries are acknowledged then, so an observer that stores the batch before
+returning makes "acknowledged" mean "stored". If it raises, nothing is acknowledged
+and the batch is delivered again (see :meth:`Bus.wiretap_batches`).
+"""
 
 Gate = Callable[[Envelope], "ErrorInfo | None"]
 """A delivery check every envelope passes before any handler (e.g. McNamara's quarantine).
@@ -40,6 +49,10 @@ Gates run in the delivering process, so they work the same on every transport.
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAILBOX = 1024
 DEFAULT_CONCURRENCY = 16
+DEFAULT_TAP_BATCH = 128
+TAP_ATTEMPTS = 5
+"""Deliveries of a batch whose observer keeps raising before a transport gives up on it
+(Redis: ``max_deliveries``, then dead letters; in memory: this, then an error log)."""
 
 
 class BusError(Exception):
@@ -214,15 +227,41 @@ class Bus(ABC):
         envelope's own deadline wins over ``timeout``.
         """
 
-    @abstractmethod
     async def wiretap(
         self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX, group: str | None = None
     ) -> Subscription:
-        """Observe every envelope, in publication order.
+        """Observe every envelope, in publication order, one at a time.
 
         Taps sharing a ``group`` share one position: across processes, each envelope
-        reaches one of them (Rogers uses ``group="rogers"`` so a deployment stores
-        each message once). In one process every tap sees everything.
+        reaches one of them. In one process every tap sees everything. An observer's
+        exception is logged and the envelope counts as seen (best effort): an observer
+        that must not lose envelopes uses :meth:`wiretap_batches`, which redelivers.
+        """
+        return await self.wiretap_batches(_each(observer), batch=DEFAULT_TAP_BATCH, mailbox=mailbox, group=group)
+
+    @abstractmethod
+    async def wiretap_batches(
+        self,
+        observer: BatchObserver,
+        *,
+        batch: int = DEFAULT_TAP_BATCH,
+        mailbox: int = DEFAULT_MAILBOX,
+        group: str | None = None,
+    ) -> Subscription:
+        """Observe every envelope in batches of 1..``batch``, in publication order; acknowledge on return.
+
+        Each call gets whatever is waiting, up to ``batch`` envelopes; the transport
+        never waits to fill a batch. A batch is acknowledged only after the observer
+        returns, so an observer that commits before returning loses nothing when its
+        process dies: the unacknowledged batch is delivered again (at least once, so the
+        observer must be idempotent). If the observer raises, the batch is not
+        acknowledged either: Redis redelivers it once ``reclaim_idle`` has passed (to any
+        tap of the group; newer envelopes may be observed first) and dead-letters it
+        after ``max_deliveries``; the in-memory bus retries it at once, ahead of newer
+        envelopes, up to :data:`TAP_ATTEMPTS` times with a short backoff, then logs and
+        drops it (nothing on that bus outlives the process anyway). ``group`` as for
+        :meth:`wiretap` (Rogers uses ``group="rogers"`` so a deployment stores each
+        message once).
         """
 
     @abstractmethod
@@ -295,6 +334,26 @@ async def run_handler(
         stats.late_replies_dropped += 1
         return None
     return result
+
+
+def _each(observer: Observer) -> BatchObserver:
+    """A batch observer feeding ``observer`` one envelope at a time; a failure is logged, not raised."""
+
+    async def observe(batch: list[Envelope]) -> None:
+        for envelope in batch:
+            try:
+                await observer(envelope)
+            except Exception:
+                log.exception("wiretap observer failed on %s", envelope.id)
+
+    return observe
+
+
+def check_tap_args(batch: int, mailbox: int) -> None:
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1 (got {batch})")
+    if mailbox < 1:
+        raise ValueError(f"mailbox must be at least 1 (got {mailbox})")
 
 
 def _sender_for(spec: SubscriptionSpec, envelope: Envelope) -> str:

@@ -3,19 +3,26 @@
 Keeping every model call in one place gives one registry of providers and keys, one
 set of retry/fallback rules, one ledger of tokens and cost per MAD and per
 conversation, and one trace/event per call.
+
+It is also where secrets could reach a provider, so every API key it reads (environment
+at start, Turing or environment at call time) is registered with the process's redactor,
+and prompts are scrubbed before they leave: a user who pastes a known secret does not
+send it to a provider. Replies and stream deltas are scrubbed too before they are published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import JsonValue
 
+from bus.base import ErrorHook, scrub_structure
 from bus.topics import LLM_CALL, StreamDelta
 from mads.base import MAD, MadContext, ToolFailure
 from mads.fiedler.accounting import Ledger
@@ -62,6 +69,7 @@ class Fiedler(MAD):
         """litellm's import takes seconds: it starts in the background at start-up, not on the first call."""
 
     async def on_start(self) -> None:
+        self._remember_env_keys()
         await self.ledger.open()
         if self.registry.configured:
             self._warmup = asyncio.create_task(load_litellm(), name="fiedler:import-litellm")
@@ -77,6 +85,13 @@ class Fiedler(MAD):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._warmup
         await self.ledger.close()
+
+    def _remember_env_keys(self) -> None:
+        """Provider keys in the environment are secrets too: the redactor learns them before any call."""
+        for spec in self.registry.models:
+            value = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+            if value:
+                ErrorHook.remember(value)
 
     async def _read_secret(self, path: str) -> JsonValue:
         return await self.call("turing", SECRET_TOOL, {"path": path}, timeout=SECRET_TIMEOUT)
@@ -94,11 +109,13 @@ class Fiedler(MAD):
         except UnknownModel as exc:
             raise ToolFailure("unknown_model", str(exc)) from None
         chain, keys = await self._resolve_keys(spec)
-        messages: list[dict[str, JsonValue]] = [m.model_dump(mode="json", exclude_none=True) for m in args.messages]
+        messages = _scrubbed([m.model_dump(mode="json", exclude_none=True) for m in args.messages])
+        tools = _scrubbed(args.tools) if args.tools else args.tools
 
         async def on_delta(text: str) -> None:
             assert args.stream_topic is not None
-            await publish_stream(self, args.stream_topic, StreamDelta(mad=caller, text=text), conversation_id)
+            delta = StreamDelta(mad=caller, text=ErrorHook.scrub(text))
+            await publish_stream(self, args.stream_topic, delta, conversation_id)
 
         started = time.perf_counter()
         with trace.get_tracer(TRACER_NAME).start_as_current_span(
@@ -111,7 +128,7 @@ class Fiedler(MAD):
                     chain,
                     keys,
                     messages,
-                    tools=args.tools,
+                    tools=tools,
                     max_tokens=args.max_tokens,
                     temperature=args.temperature,
                     on_delta=on_delta if args.stream_topic else None,
@@ -146,19 +163,24 @@ class Fiedler(MAD):
         keys: dict[str, str | None] = {}
         for candidate in self.registry.chain(spec):
             try:
-                keys[candidate.name] = await self.registry.key_source(candidate, self._read_secret).resolve()
+                key = await self.registry.key_source(candidate, self._read_secret).resolve()
             except KeyUnavailable as exc:
                 if candidate is spec:
                     raise ToolFailure("llm_key_unavailable", f"model {spec.name!r}: {exc}") from None
                 continue
+            if key:
+                ErrorHook.remember(key)
+            keys[candidate.name] = key
             chain.append(candidate)
         return chain, keys
 
     def _result(self, done: Completion) -> ChatResult:
+        """The reply as published: a model that repeats a known secret does not get it onto the bus."""
+        scrub = ErrorHook.scrub
         return ChatResult(
             model=done.answered_by.name,
-            content=done.content,
-            tool_calls=done.tool_calls,
+            content=scrub(done.content) if done.content else done.content,
+            tool_calls=[c.model_copy(update={"arguments": scrub(c.arguments)}) for c in done.tool_calls],
             finish_reason=done.finish_reason,
             usage=TokenUsage(input_tokens=done.input_tokens, output_tokens=done.output_tokens),
             cost_usd=cost_usd(done.answered_by, done.input_tokens, done.output_tokens),
@@ -196,6 +218,11 @@ class Fiedler(MAD):
             error_code=error_code,
         )
         await self.emit(LLM_CALL, event.model_dump(mode="json"), conversation_id=conversation_id)
+
+
+def _scrubbed(values: list[dict[str, JsonValue]]) -> list[dict[str, JsonValue]]:
+    """Messages (or tool definitions) with every known secret value replaced by [REDACTED]."""
+    return cast("list[dict[str, JsonValue]]", scrub_structure(values))
 
 
 def _wire_model(spec: ModelSpec) -> str:

@@ -15,6 +15,9 @@ Sensitive detail values (tokens, secret values) are replaced by HMAC-SHA256 unde
 per-install key, so equal values can be matched with `hmac_value()` but not read. The key
 lives in a 0600 file next to the database rather than inside it: a copy of the database
 alone is then not enough to brute-force low-entropy values. Paths stay in clear, as in Vault.
+Every other string in the details (keys too), the actor and the action then pass through
+`redact` (McNamara gives it the process's secret redactor), so a known secret value reported
+under an innocent key is stored as [REDACTED]; HMACs are taken first, over the real values.
 
 Appends are durable (committed with synchronous=FULL) before `append` returns; any failure
 raises AuditWriteError so the caller can fail the request it was auditing.
@@ -30,7 +33,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -226,6 +229,7 @@ class AuditTrail:
         *,
         hmac_key_path: str | os.PathLike[str] | None = None,
         busy_timeout_ms: int = 5000,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self.hmac_key_path = (
@@ -236,6 +240,7 @@ class AuditTrail:
         if isinstance(busy_timeout_ms, bool) or not isinstance(busy_timeout_ms, int) or busy_timeout_ms < 0:
             raise ValueError(f"busy_timeout_ms must be an integer >= 0, got {busy_timeout_ms!r}")
         self._busy_timeout_ms = busy_timeout_ms
+        self._redact: Callable[[str], str] = redact if redact is not None else _unchanged
         self._db: aiosqlite.Connection | None = None
         self._key: bytes | None = None
         self._lock = asyncio.Lock()
@@ -288,18 +293,22 @@ class AuditTrail:
         return HMAC_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
     def _protect(self, value: JsonValue, keys: frozenset[str]) -> JsonValue:
+        """HMAC the values under sensitive keys; redact every other string (and every key)."""
         if isinstance(value, dict):
             return {
-                k: self.hmac_value(v) if k in keys and v is not None else self._protect(v, keys)
+                self._redact(k): self.hmac_value(v) if k in keys and v is not None else self._protect(v, keys)
                 for k, v in value.items()
             }
         if isinstance(value, list):
             return [self._protect(v, keys) for v in value]
+        if isinstance(value, str):
+            return self._redact(value)
         return value
 
     async def append(self, event: AuditEvent) -> AuditRecord:
         """Chain and commit one record; raises AuditWriteError if it is not durable."""
         details = self._protect(event.details, DEFAULT_SENSITIVE_KEYS | event.hmac_keys)
+        actor, action = self._redact(event.actor), self._redact(event.action)
         try:
             details_text = canonical_json(details)
         except ValueError as exc:
@@ -321,8 +330,8 @@ class AuditTrail:
                     seq,
                     time_text,
                     event.event_type,
-                    event.actor,
-                    event.action,
+                    actor,
+                    action,
                     event.outcome.value,
                     details_text,
                     prev_hash,
@@ -334,8 +343,8 @@ class AuditTrail:
                         seq,
                         time_text,
                         event.event_type,
-                        event.actor,
-                        event.action,
+                        actor,
+                        action,
                         event.outcome.value,
                         details_text,
                         prev_hash,
@@ -354,8 +363,8 @@ class AuditTrail:
             seq=seq,
             time=when,
             event_type=event.event_type,
-            actor=event.actor,
-            action=event.action,
+            actor=actor,
+            action=action,
             outcome=event.outcome,
             details=json.loads(details_text),
             prev_hash=prev_hash,
@@ -462,6 +471,10 @@ class AuditTrail:
             return VerifyReport(ok=True, records_checked=checked, head=head)
         finally:
             await db.close()
+
+
+def _unchanged(text: str) -> str:
+    return text
 
 
 _COLUMNS = "seq, time, event_type, actor, action, outcome, details, prev_hash, hash"

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
+from bus.base import ErrorHook
 from bus.envelope import Envelope, field_errors
 from bus.topics import (
     ALERT,
@@ -86,9 +87,14 @@ class EventMapper:
     ) -> AuditEvent:
         text = canonical_json(details)
         if len(text) > self.max_detail_chars:
-            details = {"truncated": True, "preview": text[: self.max_detail_chars]}
+            # Redact before cutting: a secret cut in half would no longer be recognised later.
+            details = {"truncated": True, "preview": ErrorHook.scrub(text)[: self.max_detail_chars]}
         return AuditEvent(
-            event_type=event_type, actor=actor[:200], action=action[:200], outcome=outcome, details=details
+            event_type=event_type,
+            actor=ErrorHook.scrub(actor)[:200],
+            action=ErrorHook.scrub(action)[:200],
+            outcome=outcome,
+            details=details,
         )
 
     def _tool_call(self, envelope: Envelope, e: BaseModel) -> AuditEvent | None:
@@ -110,7 +116,7 @@ class EventMapper:
             "mad": e.mad,
             "source": e.source,
             "tool": e.tool,
-            "detail": e.detail[:500],
+            "detail": ErrorHook.scrub(e.detail)[:500],
             "fields": list(e.fields[:50]),
             "conversation_id": e.conversation_id,
             "attempt": e.attempt,

@@ -27,7 +27,7 @@ from typing import get_args
 
 from pydantic import JsonValue
 
-from bus.base import Subscription
+from bus.base import ErrorHook, Subscription
 from bus.envelope import Envelope
 from bus.ids import new_id
 from bus.topics import ALERT, SECURITY, SecurityAction, SecurityAlert
@@ -74,6 +74,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _scrub_secrets(text: str) -> str:
+    """The process's secret redactor, looked up per call: Turing installs it after McNamara starts."""
+    return ErrorHook.scrub(text)
+
+
 class McNamara(MAD):
     name = "mcnamara"
     description = (
@@ -95,7 +100,9 @@ class McNamara(MAD):
             config if isinstance(config, McNamaraConfig) else McNamaraConfig.model_validate(config.model_dump())
         )
         self.clock = clock
-        self.trail = AuditTrail(self.data_dir / AUDIT_DB, busy_timeout_ms=self.config.audit_busy_timeout_ms)
+        self.trail = AuditTrail(
+            self.data_dir / AUDIT_DB, busy_timeout_ms=self.config.audit_busy_timeout_ms, redact=_scrub_secrets
+        )
         self.store = SecurityStore(self.data_dir / SECURITY_DB)
         self.rules = RulesEngine(self.config.rules)
         self.mapper = EventMapper(

@@ -361,4 +361,3 @@ def _without_secret_parts(envelope: Envelope) -> Envelope:
 
 def _not_found(conversation_id: str) -> ToolFailure:
     return ToolFailure("not_found", f"no conversation {conversation_id!r}")
-

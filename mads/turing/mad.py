@@ -22,7 +22,7 @@ from mads.base import MAD, MadContext, RemoteError, ToolFailure
 from mads.tools import Call, tool
 from mads.turing.barrier import IntegrityError, SealedError, TuringError
 from mads.turing.policy import AccessDenied, Capability
-from mads.turing.redactor import redact
+from mads.turing.redactor import redact, register_secret
 from mads.turing.schemas import (
     OPERATOR,
     ROTATE_PATH,
@@ -66,6 +66,7 @@ class Turing(MAD):
         self._vault: Vault | None = None
         self._sealed_reason: str | None = "the vault is not open"
         self._previous_scrub: Callable[[str], str] | None = None
+        self._previous_remember: Callable[[str], None] | None = None
 
     @property
     def config(self) -> TuringConfig:
@@ -77,6 +78,8 @@ class Turing(MAD):
     async def on_start(self) -> None:
         self._previous_scrub = ErrorHook.scrub
         ErrorHook.scrub = staticmethod(redact)  # type: ignore[method-assign]
+        self._previous_remember = ErrorHook.remember
+        ErrorHook.remember = staticmethod(register_secret)  # type: ignore[method-assign]
         self._vault = make_vault(self.config, self.ctx.data_dir)
         await self._vault.open()
         self._sealed_reason = await unseal_from_config(self._vault, self.config, self.ctx.data_dir)
@@ -92,6 +95,9 @@ class Turing(MAD):
         if self._previous_scrub is not None:
             ErrorHook.scrub = staticmethod(self._previous_scrub)  # type: ignore[method-assign]
             self._previous_scrub = None
+        if self._previous_remember is not None:
+            ErrorHook.remember = staticmethod(self._previous_remember)  # type: ignore[method-assign]
+            self._previous_remember = None
 
     def result_part(self, tool: str, value: JsonValue) -> DataPart:
         if tool in self.secret_tools:

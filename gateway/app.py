@@ -1,7 +1,8 @@
 """The gateway: one aiohttp application in front of the bus — JSON API, stream socket, chat page.
 
-Started by :class:`mads.host.Host` in the process where Grace runs. ``start`` binds
-(port 0 picks a free port) and returns the real URL; ``stop`` stops accepting, lets
+Started by :class:`mads.host.Host` in the process where Grace runs. ``start`` opens
+the auth store, binds (port 0 picks a free port), prints the first-run login link if
+nobody can sign in yet, and returns the real URL; ``stop`` stops accepting, lets
 in-flight requests finish (up to the ecosystem's drain timeout, then answers them
 503), and closes stream sockets with the going-away code.
 """
@@ -15,11 +16,15 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 from bus.base import Bus
+from gateway.auth.context import AUTH_KEY, AuthContext
+from gateway.auth.guard import guard_middleware
+from gateway.auth.store import AuthStore, Issued, Role, auth_dir
+from gateway.bootstrap import first_run, issue_token
 from gateway.drain import DRAIN_KEY, Drain, drain_middleware
 from gateway.errors import MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
-from gateway.principal import RESOLVER_KEY, local_principal, principal_middleware
-from gateway.routes import api, pages, stream
+from gateway.routes import alerts, api, metrics, pages, session, stream
+from gateway.security_headers import set_security_headers
 from gateway.state import STATE_KEY, GatewayState
 from mads.directory import Directory
 from mads.settings import Settings
@@ -41,22 +46,23 @@ class Gateway:
             client=MadClient(bus, self.drain, settings.gateway.reply_timeout),
             drain=self.drain,
         )
+        self.auth = AuthContext.build(settings.gateway, bus, AuthStore(auth_dir(data_dir)))
         self.app = self.build_app()
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
 
     def build_app(self) -> web.Application:
         app = web.Application(
-            middlewares=[error_middleware, principal_middleware, drain_middleware],
+            middlewares=[error_middleware, guard_middleware, drain_middleware],
             client_max_size=self.settings.gateway.max_body_bytes,
         )
         app[MAX_BODY_KEY] = self.settings.gateway.max_body_bytes
         app[STATE_KEY] = self.state
         app[DRAIN_KEY] = self.drain
-        app[RESOLVER_KEY] = local_principal
-        app.add_routes(api.routes)
-        app.add_routes(stream.routes)
-        app.add_routes(pages.routes)
+        app[AUTH_KEY] = self.auth
+        app.on_response_prepare.append(set_security_headers)
+        for table in (api.routes, session.routes, alerts.routes, metrics.routes, stream.routes, pages.routes):
+            app.add_routes(table)
         return app
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -64,31 +70,50 @@ class Gateway:
         if cfg.tls_cert is None or cfg.tls_key is None:
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
         return context
 
+    async def issue_token(self, name: str, role: Role = "user", expires_days: int | None = None) -> Issued:
+        """Create a token from inside the running gateway (audited like the CLI's)."""
+        auth = self.auth
+        return await issue_token(auth.store, auth.audit, name, role, actor="gateway", expires_days=expires_days)
+
     async def start(self) -> str:
-        """Bind and serve; returns the URL with the port actually bound."""
+        """Open the auth store, bind and serve; returns the URL with the port actually bound."""
         cfg = self.settings.gateway
         context = self._ssl_context()
+        await self.auth.store.open()
+        await self.auth.blocks.follow(self.state.bus)
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=context)
         try:
             await site.start()
         except OSError as exc:
-            await self._runner.cleanup()
-            self._runner = None
+            await self._release()
             raise OSError(exc.errno, f"gateway cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from None
         port = self._runner.addresses[0][1]
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         self.url = f"{'https' if context else 'http'}://{host}:{port}/"
         log.info("gateway listening on %s", self.url)
+        try:
+            await first_run(self.auth.store, self.auth.audit, self.url)
+        except BaseException:
+            await self._release()
+            raise
         return self.url
+
+    async def _release(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        await self.auth.blocks.stop()
+        await self.auth.store.close()
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests, close sockets with going-away, release the port."""
-        runner, self._runner = self._runner, None
+        runner = self._runner
         if runner is None:
             return
         self.drain.closing = True
@@ -99,4 +124,4 @@ class Gateway:
         for ws, outbox in list(self.state.sockets.items()):
             await outbox.flushed(SOCKET_FLUSH_TIMEOUT)
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-        await runner.cleanup()
+        await self._release()

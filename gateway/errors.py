@@ -28,6 +28,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     429: "too_many_requests",
 }
@@ -36,10 +37,18 @@ _HTTP_CODES = {
 class ApiError(Exception):
     """A failure with its HTTP status and typed body; raised anywhere inside a handler."""
 
-    def __init__(self, status: int, code: str, message: str, fields: Iterable[FieldError] = ()) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: Iterable[FieldError] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.info = ErrorInfo(code=code, message=message, fields=list(fields))
+        self.headers = headers
 
     @classmethod
     def invalid(cls, exc: ValidationError, where: str, code: str = "invalid_request") -> ApiError:
@@ -86,7 +95,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.info)
+        return error_response(exc.status, exc.info, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

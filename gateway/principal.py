@@ -1,47 +1,49 @@
-"""Who is making a request: a request-scoped principal set by middleware.
+"""Who is making a request: the request-scoped identity set by the authentication guard.
 
-Until authentication arrives every request acts as ``local``. Authentication plugs in
-by replacing the resolver (``app[RESOLVER_KEY]``): it returns a principal name, or
-``None`` to refuse the request with 401. Handlers only ever read
-:func:`principal_of`, so they need no change when real identities appear.
+Handlers only ever read :func:`principal_of` (the name) or :func:`identity_of` (name,
+role, how they authenticated), so they never look at tokens or cookies themselves.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from aiohttp import web
 
-from gateway.errors import ApiError, Handler
-
-LOCAL = "local"
-PRINCIPAL_KEY = web.RequestKey("principal", str)
-Resolver = Callable[[web.Request], Awaitable[str | None]]
-RESOLVER_KEY = web.AppKey("principal_resolver", Resolver)
-_PRINCIPAL = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+from gateway.auth.sessions import Session
+from gateway.auth.store import Role
+from gateway.errors import ApiError
 
 
-async def local_principal(request: web.Request) -> str | None:
-    """The single-user default: everything is done as ``local``."""
-    return LOCAL
+@dataclass(frozen=True)
+class Identity:
+    principal: str
+    role: Role
+    via: Literal["bearer", "session"]
+    token_id: str
+    session: Session | None = None
 
 
-@web.middleware
-async def principal_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/healthz":
-        return await handler(request)
-    name = await request.app[RESOLVER_KEY](request)
-    if name is None:
+IDENTITY_KEY = web.RequestKey("identity", Identity)
+
+
+def identity_of(request: web.Request) -> Identity:
+    identity = request.get(IDENTITY_KEY)
+    if identity is None:
         raise ApiError(401, "unauthorized", "authentication required")
-    if not _PRINCIPAL.match(name):
-        raise ApiError(401, "unauthorized", "principal name is not usable as a bus address")
-    request[PRINCIPAL_KEY] = name
-    return await handler(request)
+    return identity
 
 
 def principal_of(request: web.Request) -> str:
-    return request.get(PRINCIPAL_KEY, LOCAL)
+    return identity_of(request).principal
+
+
+def require_operator(request: web.Request) -> Identity:
+    identity = identity_of(request)
+    if identity.role != "operator":
+        raise ApiError(403, "forbidden", f"this needs the operator role; {identity.principal!r} is a {identity.role}")
+    return identity
 
 
 def user_address(principal: str) -> str:

@@ -7,6 +7,7 @@ field is a 422 naming it rather than silently ignored input.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -90,6 +91,119 @@ class MadInfo(Strict):
     tools: list[dict[str, JsonValue]]
 
 
+class Open(BaseModel):
+    """A response view of another component's record: the fields the API promises, others kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(Strict):
+    code: str
+    message: str
+    fields: list[FieldError]
+    retryable: bool
+
+
+class ErrorResponse(Strict):
+    """The body of every non-2xx response."""
+
+    error: ErrorDetail
+
+
+class Health(Strict):
+    status: Literal["ok", "draining"]
+    mads_alive: list[str]
+    bus: dict[str, int]
+
+
+class MadList(Strict):
+    mads: list[MadInfo]
+
+
+class Participant(Open):
+    address: str
+    first_seen: str
+    last_seen: str
+    message_count: int
+
+
+class Conversation(Open):
+    id: str
+    title: str | None
+    created_at: str
+    updated_at: str
+    created_by: str | None
+    message_count: int
+    participants: list[Participant] | None = None
+
+
+class ConversationPage(Open):
+    conversations: list[Conversation]
+    next_cursor: str | None
+
+
+class StoredMessage(Open):
+    id: str
+    conversation_id: str | None
+    sender: str
+    recipient: str
+    kind: str
+    correlation_id: str | None
+    created_at: str
+    text: str
+    envelope: JsonValue
+
+
+class MessagePage(Open):
+    conversation_id: str
+    direction: Literal["forward", "backward"]
+    messages: list[StoredMessage]
+    next_cursor: str | None
+
+
+class EmptyBody(Strict):
+    """Actions that take no fields: an empty body or ``{}``."""
+
+
+class LoginRequest(Strict):
+    token: str = Field(min_length=1, max_length=200, description="A bearer token (mad_…).")
+
+
+class SessionInfo(Strict):
+    """Who is signed in; ``csrf_token`` must be sent as X-CSRF-Token on state-changing cookie requests."""
+
+    principal: str
+    role: Literal["user", "operator"]
+    via: Literal["bearer", "session"]
+    csrf_token: str | None
+    expires_in: float | None = Field(description="seconds until the session's absolute expiry (sessions only)")
+
+
+class AlertsQuery(Strict):
+    since: datetime | None = None
+    include_acknowledged: bool = False
+
+
+class AlertPath(Strict):
+    alert_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class Alert(Open):
+    id: str
+    rule: str
+    severity: Literal["info", "warning", "high", "critical"]
+    subject: str
+    message: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+    acknowledged: bool
+
+
+class AlertList(Strict):
+    alerts: list[Alert]
+
+
 def parse_json_bytes(raw: bytes, where: str = "body") -> Any:
     """Decode JSON or raise a 400 that says where the syntax broke."""
     try:
@@ -145,6 +259,13 @@ def read_query(request: web.Request, model: type[M]) -> M:
         return model.model_validate(values)
     except ValidationError as exc:
         raise ApiError.invalid(exc, "query") from None
+
+
+def alert_id(request: web.Request) -> str:
+    try:
+        return AlertPath(alert_id=request.match_info["alert_id"]).alert_id
+    except ValidationError as exc:
+        raise ApiError.invalid(exc, "path") from None
 
 
 def conversation_id(request: web.Request) -> str:

@@ -256,9 +256,16 @@ class MAD:
         *parts: Part,
         conversation_id: str | None = None,
         timeout: float | None = None,
+        on_behalf_of: str | None = None,
     ) -> Envelope:
+        """Send a request and wait for its reply.
+
+        ``on_behalf_of`` forwards a person's request under their own address (Grace
+        relaying a user's ``/command``), so the receiver's access control and audit
+        see the person, not the relay — no confused deputy.
+        """
         envelope = Envelope(
-            sender=self.address,
+            sender=on_behalf_of or self.address,
             recipient=recipient,
             kind=Kind.REQUEST,
             conversation_id=conversation_id,

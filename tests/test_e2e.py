@@ -4,6 +4,8 @@ The scripted LLM runs in the test process on loopback; the ecosystem reaches it 
 HTTP through Fiedler and litellm. Grace hands the question to Rogers mid-turn, the
 reply streams over the WebSocket, the exchange is in the stored history, SIGTERM stops
 the process cleanly, and a restart on the same data directory still has the history.
+The gateway requires authentication: the first start prints a one-time login link whose
+fragment carries the admin token; the test signs in with it as a bearer token.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 FRAME_TIMEOUT = 30.0
 URL_LINE = re.compile(r"running at (?P<url>http://127\.0\.0\.1:\d+/)")
+FIRST_RUN = re.compile(
+    r"^First run: sign in as admin \(operator\) at (?P<url>http://\S+)/login#token=(?P<token>mad_\S+)$"
+)
 
 pytestmark = pytest.mark.slow
 
@@ -61,8 +66,8 @@ def tail(log: Path) -> str:
 @asynccontextmanager
 async def ecosystem_process(
     config: Path, data_dir: Path, log: Path
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """Start ``ecosystem.py --port 0``; yield the process and the URL it printed."""
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str | None]]:
+    """Start ``ecosystem.py --port 0``; yield the process, the URL it printed and the first-run token (if any)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAD_")}
     env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     with log.open("ab") as stderr:
@@ -82,10 +87,16 @@ async def ecosystem_process(
         )
     try:
         assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)
-        match = URL_LINE.search(line.decode())
+        token: str | None = None
+        line = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
+        first_run = FIRST_RUN.match(line.strip())
+        if first_run:
+            token = first_run["token"]
+            line = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
+        match = URL_LINE.search(line)
         assert match, f"no URL on stdout: {line!r}; stderr: {tail(log)}"
-        yield process, match["url"]
+        assert first_run is None or f"{first_run['url']}/" == match["url"]
+        yield process, match["url"], token
     finally:
         if process.returncode is None:
             process.kill()
@@ -101,7 +112,7 @@ async def stop(process: asyncio.subprocess.Process, log: Path) -> None:
 async def chat_over_socket(http: aiohttp.ClientSession, url: str, cid: str, text: str) -> list[dict[str, Any]]:
     """Send ``text`` on the conversation socket; frames until the reply and Grace's final ``done``."""
     frames: list[dict[str, Any]] = []
-    async with http.ws_connect(f"{url}api/conversations/{cid}/stream") as ws:
+    async with http.ws_connect(f"{url}api/conversations/{cid}/stream", origin=url.rstrip("/")) as ws:
         assert (await ws.receive_json(timeout=FRAME_TIMEOUT))["type"] == "ready"
         await ws.send_json({"type": "message", "text": text, "client_id": "e2e"})
         while not (
@@ -125,34 +136,45 @@ async def test_chat_through_the_gateway_of_a_real_process(tmp_path: Path) -> Non
         config = write_config(tmp_path / "ecosystem.toml", llm.base_url)
         data_dir, log = tmp_path / "data", tmp_path / "ecosystem.log"
 
-        async with ecosystem_process(config, data_dir, log) as (process, url), aiohttp.ClientSession() as http:
-            async with http.post(f"{url}api/conversations", json={"title": "e2e"}) as response:
-                assert response.status == 201
-                cid = (await response.json())["id"]
-            frames = await chat_over_socket(http, url, cid, "How many conversations do we have?")
+        async with ecosystem_process(config, data_dir, log) as (process, url, token):
+            assert token is not None, "the first start prints the admin's login link"
+            auth = {"Authorization": f"Bearer {token}"}
+            async with aiohttp.ClientSession() as anonymous, anonymous.get(f"{url}api/conversations") as response:
+                assert response.status == 401
+            async with aiohttp.ClientSession(headers=auth) as http:
+                async with http.post(f"{url}api/conversations", json={"title": "e2e"}) as response:
+                    assert response.status == 201
+                    cid = (await response.json())["id"]
+                frames = await chat_over_socket(http, url, cid, "How many conversations do we have?")
 
-            [reply] = [f for f in frames if f["type"] == "reply"]
-            assert reply["reply"]["text"] == answer
-            assert reply["participants"] == ["grace", "fiedler", "rogers"]
-            grace_text = [
-                f["text"] for f in frames if f["type"] == "delta" and f["event"] == "delta" and f["mad"] == "grace"
-            ]
-            assert len(grace_text) > 3 and "".join(grace_text) == answer
-            events = [(f["event"], f["mad"]) for f in frames if f["type"] == "delta" and f["event"] != "delta"]
-            assert (
-                events.index(("handoff", "rogers")) < events.index(("tool", "grace")) < events.index(("done", "grace"))
-            )
+                [reply] = [f for f in frames if f["type"] == "reply"]
+                assert reply["reply"]["text"] == answer
+                assert reply["participants"] == ["grace", "fiedler", "rogers"]
+                grace_text = [
+                    f["text"] for f in frames if f["type"] == "delta" and f["event"] == "delta" and f["mad"] == "grace"
+                ]
+                assert len(grace_text) > 3 and "".join(grace_text) == answer
+                events = [(f["event"], f["mad"]) for f in frames if f["type"] == "delta" and f["event"] != "delta"]
+                assert (
+                    events.index(("handoff", "rogers"))
+                    < events.index(("tool", "grace"))
+                    < events.index(("done", "grace"))
+                )
 
-            async with http.get(f"{url}api/conversations/{cid}/messages", params={"limit": "200"}) as response:
-                assert response.status == 200
-                before = (await response.json())["messages"]
-            assert before[0]["sender"] == "user.local" and before[0]["text"] == "How many conversations do we have?"
-            to_user = [m for m in before if m["recipient"] == "user.local"]
-            assert to_user[-1]["text"] == answer
+                async with http.get(f"{url}api/conversations/{cid}/messages", params={"limit": "200"}) as response:
+                    assert response.status == 200
+                    before = (await response.json())["messages"]
+                assert before[0]["sender"] == "user.admin" and before[0]["text"] == "How many conversations do we have?"
+                to_user = [m for m in before if m["recipient"] == "user.admin"]
+                assert to_user[-1]["text"] == answer
             await stop(process, log)
         assert len(llm.requests) == 3
 
-        async with ecosystem_process(config, data_dir, log) as (process, url), aiohttp.ClientSession() as http:
+        async with (
+            ecosystem_process(config, data_dir, log) as (process, url, again),
+            aiohttp.ClientSession(headers=auth) as http,
+        ):
+            assert again is None, "the login link is printed on the first start only"
             async with http.get(f"{url}api/conversations/{cid}/messages", params={"limit": "200"}) as response:
                 assert response.status == 200
                 after = (await response.json())["messages"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.mad_client import ROGERS
+from gateway.openapi import build_document
 from gateway.principal import principal_of, user_address
 from gateway.schemas import (
     CreateConversation,
@@ -41,6 +42,12 @@ async def healthz(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this API (authenticated like everything else)."""
+    return web.json_response(build_document())
 
 
 @routes.get("/api/mads")

@@ -140,6 +140,7 @@ class Grace(MAD):
                 CommandPart(tool=command.tool, arguments=command.arguments),
                 conversation_id=envelope.conversation_id,
                 timeout=max(timeout, 0.001),
+                on_behalf_of=envelope.sender if envelope.sender.startswith("user.") else None,
             )
         except DeadlineExceeded:
             error = ErrorInfo(

@@ -1,8 +1,28 @@
-"""Helpers for gateway tests."""
+"""Helpers and fixtures for gateway tests.
+
+Gateway tests run McNamara too (unlike the rest of the suite): logins are recorded
+through its ``record`` tool and its brute-force rule blocks IPs the gateway refuses.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+import pytest
+
+from tests.support.ecosystem import CORE_MADS, Running, ecosystem_settings, running
+from tests.support.llm_server import ScriptedLLM
+
+GATEWAY_MADS = [*CORE_MADS, "mcnamara"]
+
+
+@pytest.fixture
+async def ecosystem(tmp_path: Path, llm_server: ScriptedLLM) -> AsyncIterator[Running]:
+    """The real ecosystem with McNamara, on an ephemeral port, signed in as the ``tester`` operator."""
+    async with running(ecosystem_settings(tmp_path / "data", llm_server.base_url, mads=GATEWAY_MADS)) as eco:
+        yield eco
 
 
 def assert_error(body: Any, code: str, *fields: str) -> dict[str, Any]:

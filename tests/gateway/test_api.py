@@ -11,7 +11,7 @@ async def test_healthz_reports_liveness_and_bus_stats(ecosystem: Running) -> Non
     status, body = await ecosystem.get("/healthz")
     assert status == 200
     assert body["status"] == "ok"
-    assert body["mads_alive"] == ["fiedler", "grace", "rogers"]
+    assert body["mads_alive"] == ["fiedler", "grace", "mcnamara", "rogers"]
     assert body["bus"]["published"] > 0
     assert set(body["bus"]) >= {"published", "delivered", "rejected", "handler_errors", "queued"}
 
@@ -20,7 +20,7 @@ async def test_mads_lists_directory_with_mcp_tool_descriptors(ecosystem: Running
     status, body = await ecosystem.get("/api/mads")
     assert status == 200
     mads = {m["name"]: m for m in body["mads"]}
-    assert set(mads) == {"fiedler", "grace", "rogers"}
+    assert set(mads) == {"fiedler", "grace", "mcnamara", "rogers"}
     assert all(m["alive"] for m in mads.values())
     grace_tools = {t["name"]: t for t in mads["grace"]["tools"]}
     assert {"handoff", "list_mads"} <= set(grace_tools)
@@ -33,7 +33,7 @@ async def test_mads_lists_directory_with_mcp_tool_descriptors(ecosystem: Running
 async def test_create_list_and_get_conversations(ecosystem: Running) -> None:
     status, created = await ecosystem.post("/api/conversations", {"title": "Budget"})
     assert status == 201
-    assert created["title"] == "Budget" and created["created_by"] == "user.local"
+    assert created["title"] == "Budget" and created["created_by"] == "user.tester"
     untitled = await ecosystem.new_conversation()
     status, fetched = await ecosystem.get(f"/api/conversations/{created['id']}")
     assert status == 200 and fetched["id"] == created["id"]
@@ -65,8 +65,8 @@ async def test_post_message_returns_reply_and_participants_and_is_durable(
     assert llm_server.last_request.last_user_text == "hello"
     messages = await ecosystem.history(cid)
     mine = [m for m in messages if m["id"] == body["message_id"]]
-    assert mine and mine[0]["sender"] == "user.local" and mine[0]["text"] == "hello"
-    replies = [m for m in messages if m["recipient"] == "user.local" and m["kind"] == "reply"]
+    assert mine and mine[0]["sender"] == "user.tester" and mine[0]["text"] == "hello"
+    replies = [m for m in messages if m["recipient"] == "user.tester" and m["kind"] == "reply"]
     assert replies[-1]["text"] == "Hello, person."
     assert replies[-1]["correlation_id"] == body["message_id"]
 

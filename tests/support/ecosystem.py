@@ -2,7 +2,9 @@
 
 Nothing is mocked: the gateway listens on 127.0.0.1, Rogers writes SQLite under
 ``tmp_path``, and Fiedler reaches a :class:`~tests.support.llm_server.ScriptedLLM`
-over real HTTP.
+over real HTTP. The gateway requires authentication, so :func:`running` creates a
+real token (principal ``tester``, operator) in the gateway's auth store and the
+HTTP client sends it as a bearer token on every request and socket.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from mads.settings import Settings, load_settings
 CORE_MADS = ["rogers", "fiedler", "grace"]
 """The MADs a chat needs: storage, the LLM router, and Grace with the gateway."""
 START_TIMEOUT = 10.0
+TEST_PRINCIPAL = "tester"
+"""The principal :func:`running` signs in as (``user.tester`` on the bus)."""
 
 
 def fiedler_section(llm_base_url: str | None) -> dict[str, Any]:
@@ -43,6 +47,7 @@ def ecosystem_settings(
     mads: list[str] | None = None,
     gateway: Mapping[str, Any] | None = None,
     ecosystem: Mapping[str, Any] | None = None,
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Settings:
     return load_settings(
         None,
@@ -52,20 +57,32 @@ def ecosystem_settings(
             "ecosystem": {"data_dir": str(data_dir), "mads": mads or CORE_MADS, **(ecosystem or {})},
             "gateway": {"host": "127.0.0.1", "port": 0, **(gateway or {})},
             "fiedler": fiedler_section(llm_base_url),
+            **(sections or {}),
         },
     )
 
 
 @dataclass
 class Running:
-    """A started ecosystem and an HTTP client for its gateway."""
+    """A started ecosystem and an HTTP client for its gateway, authenticated as ``principal``."""
 
     host: Host
     url: str
     http: aiohttp.ClientSession
+    token: str = ""
+    principal: str = TEST_PRINCIPAL
 
     def at(self, path: str) -> str:
         return self.url.rstrip("/") + path
+
+    @property
+    def origin(self) -> str:
+        """The gateway's own origin (what a browser on its page sends as ``Origin``)."""
+        return self.url.rstrip("/")
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         async with self.http.get(self.at(path), **kwargs) as response:
@@ -93,8 +110,9 @@ class Running:
         assert status == 200, body
         return body["messages"]
 
-    def socket(self, conversation_id: str) -> Any:
-        return self.http.ws_connect(self.at(f"/api/conversations/{conversation_id}/stream"))
+    def socket(self, conversation_id: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("origin", self.origin)
+        return self.http.ws_connect(self.at(f"/api/conversations/{conversation_id}/stream"), **kwargs)
 
 
 async def _body(response: aiohttp.ClientResponse) -> Any:
@@ -105,8 +123,10 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    """Start a Host with ``settings``, wait until every MAD is announced, stop it on exit."""
+async def running(
+    settings: Settings, *, principal: str = TEST_PRINCIPAL, role: str = "operator"
+) -> AsyncIterator[Running]:
+    """Start a Host with ``settings``, wait until every MAD is announced, sign in, stop it on exit."""
     host = Host(settings)
     await host.start()
     try:
@@ -116,7 +136,9 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         if grace is not None:
             await grace.directory.wait_for(addresses, START_TIMEOUT)
         assert host.url is not None
-        async with aiohttp.ClientSession() as http:
-            yield Running(host=host, url=host.url, http=http)
+        issued = await host.gateway.issue_token(principal, "operator" if role == "operator" else "user")
+        headers = {"Authorization": f"Bearer {issued.token}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            yield Running(host=host, url=host.url, http=http, token=issued.token, principal=principal)
     finally:
         await host.stop()

@@ -20,7 +20,14 @@ const els = {
   send: $("send-button"),
   error: $("composer-error"),
   template: $("message-template"),
+  who: $("who"),
+  logout: $("logout"),
+  alerts: $("alerts"),
+  alertList: $("alert-list"),
+  alertEmpty: $("alert-empty"),
 };
+
+const ALERT_POLL_MS = 30000;
 
 const state = {
   conversation: null,
@@ -30,14 +37,21 @@ const state = {
   live: null, // the element receiving deltas for the turn in progress
   taking: new Set(),
   counter: 0,
+  session: null, // {principal, role, csrf_token} from GET /api/session
 };
 
+// Every call rides on the HttpOnly session cookie; state-changing ones carry the CSRF token.
 async function api(path, options = {}) {
-  const response = await fetch(path, {
-    headers: options.body ? { "Content-Type": "application/json" } : {},
-    ...options,
-  });
-  const body = await response.json().catch(() => null);
+  const headers = {};
+  if (options.body) headers["Content-Type"] = "application/json";
+  const method = (options.method || "GET").toUpperCase();
+  if (method !== "GET" && state.session) headers["X-CSRF-Token"] = state.session.csrf_token;
+  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
+  if (response.status === 401) {
+    location.assign("/login");
+    throw new Error("signed out");
+  }
+  const body = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) {
     const error = body && body.error ? body.error : { message: `HTTP ${response.status}` };
     throw Object.assign(new Error(error.message), { info: error, status: response.status });
@@ -378,7 +392,59 @@ els.newButton.addEventListener("click", async () => {
 
 els.more.addEventListener("click", () => loadConversations(true));
 
+// ---- session and security alerts ---------------------------------------------------------------
+
+function renderAlert(alert) {
+  const li = document.createElement("li");
+  li.className = `alert-item severity-${alert.severity}`;
+  const text = document.createElement("span");
+  text.textContent = `${alert.severity}: ${alert.message}${alert.count > 1 ? ` (×${alert.count})` : ""}`;
+  li.append(text);
+  if (state.session && state.session.role === "operator") {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "button ghost small";
+    button.textContent = "Acknowledge";
+    button.setAttribute("aria-label", `Acknowledge alert: ${alert.message}`);
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        await api(`/api/alerts/${encodeURIComponent(alert.id)}/acknowledge`, { method: "POST", body: "{}" });
+        await loadAlerts();
+      } catch (error) {
+        showError(`Could not acknowledge: ${error.message}`);
+        button.disabled = false;
+      }
+    });
+    li.append(button);
+  }
+  return li;
+}
+
+async function loadAlerts() {
+  try {
+    const { alerts } = await api("/api/alerts");
+    els.alertList.replaceChildren(...alerts.map(renderAlert));
+    els.alertEmpty.hidden = alerts.length > 0;
+    els.alerts.hidden = false;
+  } catch (error) {
+    els.alerts.hidden = true;
+  }
+}
+
+els.logout.addEventListener("click", async () => {
+  try {
+    await api("/api/session/logout", { method: "POST", body: "{}" });
+  } finally {
+    location.assign("/login");
+  }
+});
+
 async function start() {
+  state.session = await api("/api/session");
+  els.who.textContent = `Signed in as ${state.session.principal} (${state.session.role})`;
+  loadAlerts();
+  setInterval(loadAlerts, ALERT_POLL_MS);
   await loadConversations();
   const linked = /^#\/c\/([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
   if (linked) {

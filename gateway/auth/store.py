@@ -1,0 +1,277 @@
+"""Principals and their bearer tokens in the gateway's own SQLite (``<data_dir>/gateway/auth.db``).
+
+Only HMACs of tokens are stored (see :mod:`gateway.auth.tokens`); a token is shown
+once, when it is created. Both the running gateway and the ``tokens`` CLI open the
+file (WAL, busy timeout), so a revocation from the CLI takes effect on the next
+request: every check reads the database.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import aiosqlite
+from pydantic import BaseModel, ConfigDict
+
+from gateway.auth.tokens import load_pepper, new_token, token_hash, well_formed
+
+Role = Literal["user", "operator"]
+Clock = Callable[[], datetime]
+Rejection = Literal["malformed", "unknown", "revoked", "expired"]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+BUSY_TIMEOUT_MS = 5000
+AUTH_DB = "auth.db"
+PEPPER_FILE = "token_pepper"
+
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE principals (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('user', 'operator')),
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            principal TEXT NOT NULL REFERENCES principals (name),
+            hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            revoked_at TEXT,
+            last_used_at TEXT
+        );
+        CREATE INDEX tokens_principal ON tokens (principal);
+        """,
+    ),
+)
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class AuthStoreError(Exception):
+    """A request the store refuses (bad name, unknown token id); the message says why."""
+
+
+class TokenRejected(Exception):
+    """A presented token is not valid; ``reason`` is for the audit trail, never for the client."""
+
+    def __init__(self, reason: Rejection, principal: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason: Rejection = reason
+        self.principal = principal
+
+
+class Verified(BaseModel):
+    """Who a valid token belongs to."""
+
+    model_config = ConfigDict(frozen=True)
+    principal: str
+    role: Role
+    token_id: str
+    expires_at: datetime | None
+
+
+class TokenInfo(BaseModel):
+    """A token as listed: everything except the secret."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    principal: str
+    role: Role
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    status: Literal["active", "revoked", "expired"]
+
+
+class Issued(BaseModel):
+    """A newly created token: the secret (print it once) and its listing."""
+
+    model_config = ConfigDict(frozen=True)
+    token: str
+    info: TokenInfo
+
+
+def auth_dir(data_dir: Path) -> Path:
+    return data_dir / "gateway"
+
+
+class AuthStore:
+    def __init__(self, directory: Path, *, clock: Clock = _utcnow) -> None:
+        self.path = directory / AUTH_DB
+        self.pepper_path = directory / PEPPER_FILE
+        self.clock = clock
+        self._db: aiosqlite.Connection | None = None
+        self._pepper = b""
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._pepper = load_pepper(self.pepper_path)
+        db = await aiosqlite.connect(self.path)
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await self._migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        self.path.chmod(0o600)
+        self._db = db
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the auth store is not open")
+        return self._db
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cursor:
+            row = await cursor.fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise AuthStoreError(f"{self.path} has schema version {current}; this code knows up to {SCHEMA_VERSION}")
+        for version, script in _MIGRATIONS:
+            if version > current:
+                await db.executescript(f"BEGIN IMMEDIATE; {script} COMMIT;")
+                await db.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, self.clock().isoformat()),
+                )
+                await db.commit()
+
+    async def principal_count(self) -> int:
+        async with self.db.execute("SELECT COUNT(*) FROM principals") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def create(self, name: str, role: Role = "user", expires_days: int | None = None) -> Issued:
+        """A new token for ``name`` (the principal is created on first use; its role must then match)."""
+        if not NAME_PATTERN.fullmatch(name):
+            raise AuthStoreError("name: must be 1-64 letters, digits, '_' or '-'")
+        if expires_days is not None and not 1 <= expires_days <= 3650:
+            raise AuthStoreError("expires_days: must be between 1 and 3650")
+        now = self.clock()
+        token = new_token()
+        token_id = "tok_" + secrets.token_hex(6)
+        expires = now + timedelta(days=expires_days) if expires_days is not None else None
+        async with self.db.execute("SELECT role FROM principals WHERE name = ?", (name,)) as cursor:
+            row = await cursor.fetchone()
+        if row is not None and row[0] != role:
+            raise AuthStoreError(f"principal {name!r} already exists with role {row[0]!r}, not {role!r}")
+        if row is None:
+            await self.db.execute(
+                "INSERT INTO principals (name, role, created_at) VALUES (?, ?, ?)", (name, role, now.isoformat())
+            )
+        await self.db.execute(
+            "INSERT INTO tokens (id, principal, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (token_id, name, token_hash(self._pepper, token), now.isoformat(), expires and expires.isoformat()),
+        )
+        await self.db.commit()
+        info = TokenInfo(
+            id=token_id,
+            principal=name,
+            role=role,
+            created_at=now,
+            expires_at=expires,
+            revoked_at=None,
+            last_used_at=None,
+            status="active",
+        )
+        return Issued(token=token, info=info)
+
+    def _verified(self, row: aiosqlite.Row | tuple[str, ...]) -> Verified:
+        token_id, principal, role, expires_at, revoked_at = row[0], row[1], row[2], row[3], row[4]
+        expires = _when(expires_at)
+        if revoked_at is not None:
+            raise TokenRejected("revoked", principal)
+        if expires is not None and expires <= self.clock():
+            raise TokenRejected("expired", principal)
+        return Verified(principal=principal, role=role, token_id=token_id, expires_at=expires)
+
+    _SELECT = (
+        "SELECT t.id, t.principal, p.role, t.expires_at, t.revoked_at FROM tokens t "
+        "JOIN principals p ON p.name = t.principal"
+    )
+
+    async def verify(self, token: str) -> Verified:
+        """The principal a presented token belongs to, or :class:`TokenRejected` with the reason."""
+        if not well_formed(token):
+            raise TokenRejected("malformed")
+        async with self.db.execute(f"{self._SELECT} WHERE t.hash = ?", (token_hash(self._pepper, token),)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise TokenRejected("unknown")
+        return self._verified(row)
+
+    async def still_valid(self, token_id: str) -> Verified:
+        """Re-check the token a session was opened with (revocation ends its sessions too)."""
+        async with self.db.execute(f"{self._SELECT} WHERE t.id = ?", (token_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise TokenRejected("unknown")
+        return self._verified(row)
+
+    async def touch(self, token_id: str) -> None:
+        await self.db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (self.clock().isoformat(), token_id))
+        await self.db.commit()
+
+    async def list(self) -> list[TokenInfo]:
+        now = self.clock()
+        found: list[TokenInfo] = []
+        async with self.db.execute(
+            "SELECT t.id, t.principal, p.role, t.created_at, t.expires_at, t.revoked_at, t.last_used_at "
+            "FROM tokens t JOIN principals p ON p.name = t.principal ORDER BY t.created_at, t.id"
+        ) as cursor:
+            async for row in cursor:
+                expires, revoked = _when(row[4]), _when(row[5])
+                status: Literal["active", "revoked", "expired"] = (
+                    "revoked" if revoked else "expired" if expires and expires <= now else "active"
+                )
+                created = _when(row[3])
+                assert created is not None
+                found.append(
+                    TokenInfo(
+                        id=row[0],
+                        principal=row[1],
+                        role=row[2],
+                        created_at=created,
+                        expires_at=expires,
+                        revoked_at=revoked,
+                        last_used_at=_when(row[6]),
+                        status=status,
+                    )
+                )
+        return found
+
+    async def revoke(self, ident: str) -> list[TokenInfo]:
+        """Revoke one token by id, or every active token of a principal by name; returns what was revoked."""
+        targets = [t for t in await self.list() if t.revoked_at is None and ident in (t.id, t.principal)]
+        if not targets:
+            raise AuthStoreError(f"no unrevoked token with id or principal name {ident!r}")
+        now = self.clock().isoformat()
+        await self.db.executemany("UPDATE tokens SET revoked_at = ? WHERE id = ?", [(now, t.id) for t in targets])
+        await self.db.commit()
+        return [t.model_copy(update={"revoked_at": _when(now), "status": "revoked"}) for t in targets]

@@ -1,0 +1,93 @@
+"""Signing in with a token from the browser: a session cookie plus a CSRF token, and signing out.
+
+The token is checked against the auth store; failures are published for McNamara's
+brute-force rule and answered with one message whatever the reason (no hint whether
+a token exists). A success is written to the audit trail before the session exists:
+if it cannot be recorded, nobody is signed in.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bus.topics import AuthEvent
+from gateway.auth.context import auth_of
+from gateway.auth.guard import client_ip, rate_limited
+from gateway.auth.store import TokenRejected
+from gateway.errors import ApiError
+from gateway.principal import identity_of
+from gateway.schemas import EmptyBody, LoginRequest, SessionInfo, read_body
+
+routes = web.RouteTableDef()
+
+LOGIN_ROUTE = "/api/session"
+
+
+@routes.post(LOGIN_ROUTE)
+async def login(request: web.Request) -> web.Response:
+    auth = auth_of(request)
+    ip = client_ip(request)
+    retry = auth.login.take(ip)
+    if retry:
+        raise rate_limited("login", retry)
+    body = await read_body(request, LoginRequest)
+    try:
+        verified = await auth.store.verify(body.token)
+    except TokenRejected as rejected:
+        await auth.audit.publish(
+            AuthEvent(
+                outcome="denied" if rejected.principal else "failure",
+                method="login",
+                principal=rejected.principal,
+                ip=ip,
+                reason=f"token {rejected.reason}",
+                route=LOGIN_ROUTE,
+            )
+        )
+        raise ApiError(401, "invalid_token", "that token is not valid (unknown, revoked or expired)") from None
+    await auth.audit.record(
+        "auth.login",
+        verified.principal,
+        "login",
+        {"ip": ip, "route": LOGIN_ROUTE, "method": "login", "token_id": verified.token_id},
+    )
+    previous = auth.sessions.get(request.cookies.get(auth.cookie, "")) if request.cookies.get(auth.cookie) else None
+    if previous is not None:
+        auth.sessions.close(previous)
+    cookie, session = auth.sessions.open(verified.principal, verified.role, verified.token_id)
+    max_age = auth.sessions.remaining(session)
+    info = SessionInfo(
+        principal=session.principal, role=session.role, via="session", csrf_token=session.csrf, expires_in=max_age
+    )
+    response = web.json_response(info.model_dump(mode="json"))
+    response.set_cookie(
+        auth.cookie, cookie, max_age=int(max_age), path="/", httponly=True, secure=auth.tls, samesite="Strict"
+    )
+    return response
+
+
+@routes.get(LOGIN_ROUTE)
+async def current(request: web.Request) -> web.Response:
+    identity = identity_of(request)
+    session = identity.session
+    auth = auth_of(request)
+    info = SessionInfo(
+        principal=identity.principal,
+        role=identity.role,
+        via=identity.via,
+        csrf_token=session.csrf if session else None,
+        expires_in=auth.sessions.remaining(session) if session else None,
+    )
+    return web.json_response(info.model_dump(mode="json"))
+
+
+@routes.post(f"{LOGIN_ROUTE}/logout")
+async def logout(request: web.Request) -> web.Response:
+    identity = identity_of(request)
+    await read_body(request, EmptyBody)
+    auth = auth_of(request)
+    response = web.Response(status=204)
+    if identity.session is not None:
+        auth.sessions.close(identity.session)
+        response.del_cookie(auth.cookie, path="/", secure=auth.tls, httponly=True, samesite="Strict")
+    return response

@@ -1,0 +1,106 @@
+"""Hopper, the software engineer: writes Python and runs it, and its tests, in the WASM sandbox."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+
+from mads.base import MAD, MadContext
+from mads.hopper.schemas import RunTestsResult, run_tests_args_model
+from mads.tools import Call, make_tool, tool
+from sandbox import RunResult
+
+if TYPE_CHECKING:
+    from mads.sandbox_capability import SandboxCapability
+
+DRIVER = Path(__file__).with_name("unittest_driver.py").read_text(encoding="utf-8")
+MARKER = "@@hopper-run-tests@@"
+REPORT_CHARS = 8000
+RUN_TESTS_DESCRIPTION = (
+    "Run unittest tests against a solution module in the sandbox: `solution` is importable as `solution`, "
+    "`tests` is a unittest module importable as `test_solution`. Returns counts, failing test ids and the report."
+)
+
+
+class NoArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hopper(MAD):
+    name = "hopper"
+    description = "The software engineer: writes Python and runs it (and its tests) in the WASM sandbox."
+    role_prompt = (
+        "You write and run code. Use run_python to execute Python 3.12 (stdlib only) in a fresh sandbox with "
+        "no network, processes or threads, and run_tests to check a module against unittest tests. Read "
+        "stdout, stderr, exit_code and limit_hit before answering; if a limit was hit, say which and fix the "
+        "code rather than asking for more. Never claim code works without having run it."
+    )
+
+    def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
+        super().__init__(ctx, instance=instance)
+        capability = self.capability
+        # run_python itself is granted by the host (SandboxCapability.grant); run_tests runs code too,
+        # so it follows the same grant.
+        if capability is not None and capability.granted(self.name):
+            args_model = run_tests_args_model(capability.maxima)
+
+            async def run_tests(args: BaseModel, call: Call) -> RunTestsResult:
+                return await self.run_tests(call, **args.model_dump())
+
+            run_tests.__annotations__ = {"args": args_model, "call": Call, "return": RunTestsResult}
+            self.add_tool(make_tool("run_tests", RUN_TESTS_DESCRIPTION, run_tests))
+
+    @property
+    def capability(self) -> SandboxCapability | None:
+        return self.ctx.capabilities.get("sandbox")
+
+    @tool("The sandbox in this process: state, whether the compiled module came from the cache, active runs.")
+    async def sandbox_status(self, args: NoArgs) -> dict[str, JsonValue]:
+        capability = self.capability
+        if capability is None:
+            return {"state": "absent", "granted": False}
+        return {**capability.status(), "granted": capability.granted(self.name)}
+
+    async def run_tests(
+        self, call: Call, *, solution: str, tests: str, limits: dict[str, JsonValue] | None
+    ) -> RunTestsResult:
+        capability = self.capability
+        assert capability is not None  # the tool exists only with the grant
+        result = await capability.run(
+            self,
+            call,
+            "run_tests",
+            code=DRIVER,
+            input_files={"solution.py": solution, "test_solution.py": tests},
+            limits=limits,
+        )
+        return summarise(result)
+
+
+def summarise(result: RunResult) -> RunTestsResult:
+    """Turn the driver's output into counts; without a summary line the run is reported as not ok."""
+    head, marker, tail = result.stdout.rpartition("\n" + MARKER)
+    stdout = head if marker else result.stdout
+    summary: dict[str, JsonValue] = {}
+    if marker:
+        try:
+            loaded = json.loads(tail.splitlines()[0])
+            summary = loaded if isinstance(loaded, dict) else {}
+        except (json.JSONDecodeError, IndexError):
+            summary = {}
+    base = {
+        "report": result.stderr[-REPORT_CHARS:],
+        "stdout": stdout[-REPORT_CHARS:],
+        "exit_code": result.exit_code,
+        "limit_hit": result.limit_hit,
+        "duration_ms": result.duration_ms,
+    }
+    try:
+        counted = RunTestsResult.model_validate({**summary, **base, "ok": False})
+    except ValidationError:
+        counted = RunTestsResult.model_validate({**base, "ok": False})
+    ok = result.ok and bool(summary) and counted.failures == 0 and counted.errors == 0 and counted.tests_run > 0
+    return counted.model_copy(update={"ok": ok})

@@ -1,0 +1,257 @@
+"""The WASM sandbox as a host capability: one Sandbox per process, and the ``run_python`` tool.
+
+The host creates a :class:`SandboxCapability` when a MAD of its process is granted the sandbox
+(``[sandbox] grants``) or cannot work without it (a MAD class with ``uses_sandbox = True``, such
+as Marco, whose HTML parsing runs in a cell). The module is compiled or loaded from
+``<data_dir>/cache/wasm`` in a worker thread while the rest of the host boots; tools wait for it.
+
+Events: every limit a run hits is published on ``events.sandbox_limit`` as a
+:class:`SandboxLimitEvent` with ``violation = false``. A cell cannot tell an escape attempt from a
+bug (reading ``/etc/passwd`` fails inside the guest with ``FileNotFoundError``; sockets, threads and
+subprocesses fail with ``OSError``), so ``run_python`` never reports a violation; URL refusals are
+Marco's to report (``events.url_refused``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
+
+from bus.topics import SANDBOX_LIMIT
+from mads.base import MAD, ToolFailure
+from mads.settings import ConfigError, SandboxSection
+from mads.tools import Call, Tool, make_tool
+from sandbox import LimitMaxima, RunResult, Sandbox, SandboxError
+from sandbox.limits import MODULE_MIN_MEMORY
+
+log = logging.getLogger(__name__)
+
+RUN_PYTHON_DESCRIPTION = (
+    "Run Python 3.12 (stdlib only) in a fresh WASM sandbox: no network, no processes, no threads, an empty "
+    "environment, a private scratch directory as the working directory, and read-only input files under "
+    "/input/<name>. Returns stdout, stderr, exit_code, limit_hit (timeout, fuel, memory, output or null), "
+    "fuel_used, duration_ms and, with collect_files, the files left in scratch."
+)
+
+
+class SandboxLimitEvent(BaseModel):
+    """Payload of ``events.sandbox_limit``: a budget was exhausted (``violation`` marks escape attempts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mad: str
+    tool: str
+    limit: str = Field(description="timeout, fuel, memory, output (cell) or a tool's own cap, e.g. max_bytes")
+    violation: bool = False
+    conversation_id: str | None = None
+    detail: str = ""
+    fuel_used: int | None = None
+    duration_ms: float | None = None
+
+
+async def publish_limit(
+    mad: MAD,
+    call: Call | None,
+    *,
+    tool: str,
+    limit: str,
+    detail: str = "",
+    result: RunResult | None = None,
+) -> None:
+    """Publish one limit hit on ``events.sandbox_limit`` from ``mad``."""
+    conversation_id = call.conversation_id if call is not None else None
+    event = SandboxLimitEvent(
+        mad=mad.name,
+        tool=tool,
+        limit=limit,
+        conversation_id=conversation_id,
+        detail=detail[:500],
+        fuel_used=result.fuel_used if result is not None else None,
+        duration_ms=result.duration_ms if result is not None else None,
+    )
+    await mad.emit(SANDBOX_LIMIT, event.model_dump(mode="json"), conversation_id=conversation_id)
+
+
+def limits_model(maxima: LimitMaxima) -> type[BaseModel]:
+    """Per-run limits a caller may ask for; each field's maximum is the configured ceiling (in the schema too)."""
+    return create_model(
+        "RunPythonLimits",
+        __config__=ConfigDict(extra="forbid"),
+        timeout_s=(float | None, Field(None, gt=0, le=maxima.timeout_s, description="wall-clock seconds")),
+        fuel=(int | None, Field(None, gt=0, le=maxima.fuel, description="instruction budget (print(1) ~2e8)")),
+        memory_bytes=(
+            int | None,
+            Field(None, ge=MODULE_MIN_MEMORY, le=maxima.memory_bytes, description="linear memory cap"),
+        ),
+        output_bytes=(int | None, Field(None, gt=0, le=maxima.output_bytes, description="cap per stream")),
+        collect_bytes=(int | None, Field(None, ge=0, le=maxima.collect_bytes, description="bytes of files returned")),
+    )
+
+
+def run_python_args_model(maxima: LimitMaxima) -> type[BaseModel]:
+    """The ``run_python`` arguments, bounded by ``maxima`` so the bus contract refuses excess (naming the field)."""
+    return create_model(
+        "RunPythonArgs",
+        __config__=ConfigDict(extra="forbid"),
+        code=(str, Field(min_length=1, max_length=maxima.code_bytes, description="the program (runs as __main__)")),
+        input_files=(
+            dict[str, str],
+            Field(
+                default_factory=dict,
+                max_length=maxima.input_files,
+                description="name -> text, readable by the program at /input/<name> (names: [A-Za-z0-9._-])",
+            ),
+        ),
+        limits=(limits_model(maxima) | None, Field(None, description="budgets; omitted ones use the defaults")),
+        collect_files=(bool, Field(False, description="return the files the program left in its scratch directory")),
+    )
+
+
+class SandboxCapability:
+    """One process's sandbox: starts it in the background, grants ``run_python``, reports status, closes it."""
+
+    def __init__(self, section: SandboxSection, cache_dir: Path) -> None:
+        self.section = section
+        self.maxima = LimitMaxima.model_validate(section.maxima)
+        self.grants = frozenset(section.grants)
+        self.cache_dir = cache_dir
+        self.progress: list[str] = []
+        self.sandbox = Sandbox(
+            cache_dir, max_concurrency=section.max_concurrency, maxima=self.maxima, on_progress=self._progress
+        )
+        self._start: asyncio.Task[None] | None = None
+
+    def _progress(self, message: str) -> None:
+        # Called from the compile thread. At most once per install or upgrade: say why boot takes seconds.
+        self.progress.append(message)
+        log.warning("sandbox: %s", message)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start compiling or loading the module in a worker thread; the host keeps booting meanwhile."""
+        if self._start is None:
+            self._start = asyncio.create_task(self.sandbox.start(), name="sandbox-start")
+
+    async def ready(self) -> Sandbox:
+        """The started sandbox (waits for the boot-time start); raises ToolFailure if it could not start."""
+        self.begin()
+        assert self._start is not None
+        try:
+            await asyncio.shield(self._start)
+        except SandboxError as exc:
+            raise ToolFailure("sandbox_unavailable", f"the sandbox could not start: {exc}") from None
+        return self.sandbox
+
+    async def close(self) -> None:
+        """Wait for a start still in progress (bounded by the compile), then close: in-flight cells finish."""
+        if self._start is not None:
+            try:
+                await self._start
+            except Exception:
+                log.exception("sandbox start failed")
+        await self.sandbox.close()
+
+    def status(self) -> dict[str, JsonValue]:
+        """State for operators and tests: starting / ready / failed, and whether the module came from cache."""
+        state: Literal["idle", "starting", "ready", "failed"]
+        if self._start is None:
+            state = "idle"
+        elif not self._start.done():
+            state = "starting"
+        elif self._start.cancelled() or self._start.exception() is not None:
+            state = "failed"
+        else:
+            state = "ready"
+        info: dict[str, JsonValue] = {
+            "state": state,
+            "max_concurrency": self.sandbox.max_concurrency,
+            "active_runs": self.sandbox.active_runs,
+            "grants": sorted(self.grants),
+        }
+        if state == "ready":
+            info["compiled_from_cache"] = self.sandbox.compiled_from_cache
+            info["load_seconds"] = round(self.sandbox.load_seconds, 4)
+        elif state == "failed" and self._start is not None and not self._start.cancelled():
+            info["error"] = str(self._start.exception())
+        return info
+
+    # ---- the run_python tool -----------------------------------------------------------
+
+    def granted(self, mad_name: str) -> bool:
+        return mad_name in self.grants
+
+    def grant(self, mad: MAD) -> bool:
+        """Add ``run_python`` to ``mad`` if configuration grants it; call before ``mad.start()``."""
+        if not self.granted(mad.name):
+            return False
+        mad.add_tool(self.run_python_tool(mad))
+        return True
+
+    def run_python_tool(self, mad: MAD) -> Tool:
+        args_model = run_python_args_model(self.maxima)
+
+        async def run_python(args: BaseModel, call: Call) -> RunResult:
+            return await self.run(mad, call, "run_python", **args.model_dump())
+
+        # The argument model is built at run time from the maxima, so make_tool must see it, not BaseModel.
+        run_python.__annotations__ = {"args": args_model, "call": Call, "return": RunResult}
+        return make_tool("run_python", RUN_PYTHON_DESCRIPTION, run_python)
+
+    async def run(
+        self,
+        mad: MAD,
+        call: Call | None,
+        tool: str,
+        *,
+        code: str,
+        input_files: Mapping[str, str | bytes] | None = None,
+        limits: Mapping[str, Any] | None = None,
+        collect_files: bool = False,
+    ) -> RunResult:
+        """Run ``code`` for ``mad`` and publish any limit it hits. Bad requests raise ValidationError."""
+        sandbox = await self.ready()
+        merged = self.maxima.default_limits().model_dump()
+        merged.update({k: v for k, v in (limits or {}).items() if v is not None})
+        try:
+            result = await sandbox.run_python(code, merged, input_files, collect_files)
+        except SandboxError as exc:
+            raise ToolFailure("sandbox_unavailable", str(exc), retryable=True) from None
+        if result.limit_hit is not None:
+            await publish_limit(
+                mad,
+                call,
+                tool=tool,
+                limit=result.limit_hit,
+                detail=f"run ended with limit_hit={result.limit_hit} (trap={result.trap})",
+                result=result,
+            )
+        return result
+
+
+def sandbox_for_host(
+    section: SandboxSection, names: list[str], uses_sandbox: set[str], known: set[str], data_dir: Path
+) -> SandboxCapability | None:
+    """The process's capability if a MAD here is granted or needs the sandbox, else None."""
+    unknown = sorted(set(section.grants) - known)
+    if unknown:
+        raise ConfigError(f"sandbox.grants: unknown MAD(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if not (set(names) & (set(section.grants) | uses_sandbox)):
+        return None
+    return SandboxCapability(section, data_dir / "cache" / "wasm")
+
+
+__all__ = [
+    "RUN_PYTHON_DESCRIPTION",
+    "SandboxCapability",
+    "SandboxLimitEvent",
+    "limits_model",
+    "publish_limit",
+    "run_python_args_model",
+    "sandbox_for_host",
+]

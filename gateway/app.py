@@ -23,6 +23,7 @@ from gateway.bootstrap import first_run, issue_token
 from gateway.drain import DRAIN_KEY, Drain, drain_middleware
 from gateway.errors import MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
+from gateway.redaction import redaction_middleware
 from gateway.routes import alerts, api, metrics, pages, session, stream
 from gateway.security_headers import set_security_headers
 from gateway.state import STATE_KEY, GatewayState
@@ -53,7 +54,7 @@ class Gateway:
 
     def build_app(self) -> web.Application:
         app = web.Application(
-            middlewares=[error_middleware, guard_middleware, drain_middleware],
+            middlewares=[redaction_middleware, error_middleware, guard_middleware, drain_middleware],
             client_max_size=self.settings.gateway.max_body_bytes,
         )
         app[MAX_BODY_KEY] = self.settings.gateway.max_body_bytes

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from bus.envelope import Envelope
 from bus.topics import StreamDelta
+from gateway.redaction import scrub_frame
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,16 @@ class Outbox:
                 if self.dropped:
                     dropped, self.dropped = self.dropped, 0
                     message = f"{dropped} stream update(s) dropped because the connection was too slow"
-                    await ws.send_json(
-                        {"type": "notice", "code": "deltas_dropped", "dropped": dropped, "message": message}
+                    await ws.send_str(
+                        scrub_frame(
+                            {"type": "notice", "code": "deltas_dropped", "dropped": dropped, "message": message}
+                        )
                     )
                 droppable, frame = self._frames.popleft()
                 if droppable:
                     self._deltas -= 1
                 try:
-                    await ws.send_json(frame)
+                    await ws.send_str(scrub_frame(frame))
                 except ConnectionError:
                     return
             self._ready.clear()

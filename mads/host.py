@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bus.base import Bus
+from bus.base import Bus, ErrorHook
 from bus.memory import InMemoryBus
 from mads import registry
 from mads.base import MAD, MadContext
@@ -56,6 +56,19 @@ def prepare_data_dir(path: Path) -> Path:
     path = path.expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def install_redaction() -> None:
+    """Route every process's error scrubbing through Turing's redactor, even where Turing does not run.
+
+    Fiedler registers the provider keys it resolves, Turing the values it serves; with
+    the hooks installed at start-up, errors, audit details, stored messages and HTTP
+    responses in this process are scrubbed of all of them.
+    """
+    from mads.turing.redactor import redact, register_secret
+
+    ErrorHook.scrub = staticmethod(redact)  # type: ignore[method-assign]
+    ErrorHook.remember = staticmethod(register_secret)  # type: ignore[method-assign]
 
 
 class Host:
@@ -106,6 +119,7 @@ class Host:
         return f"process {self.process} runs MADs: {', '.join(self.names) or 'none'}; bus: {bus}; {where}"
 
     async def start(self) -> None:
+        install_redaction()
         await self.bus.start()
         await self.telemetry.start(self.bus, gateway_here=self.serves_gateway)
         await self.directory.start()

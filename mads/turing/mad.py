@@ -86,7 +86,10 @@ class Turing(MAD):
         if self._sealed_reason is not None:
             log.warning("turing started SEALED: %s", self._sealed_reason)
         else:
-            log.info("turing unsealed (%s mode)", self.config.unseal)
+            known = await self._vault.register_all_with_redactor()
+            log.info(
+                "turing unsealed (%s mode); %d stored values registered with the redactor", self.config.unseal, known
+            )
 
     async def on_stop(self) -> None:
         if self._vault is not None:

@@ -454,6 +454,21 @@ class Vault:
         self._redactor.register(value)
         return SecretValue(path=path, version=wanted, value=SecretStr(value), created_time=vmeta.created_time)
 
+    async def register_all_with_redactor(self) -> int:
+        """Teach the redactor every stored value, so a secret pasted before its first use is still caught.
+
+        Called once after unsealing; returns how many values were registered.
+        """
+        self._require_unsealed("register")
+        count = 0
+        async with self._conn().execute(
+            "SELECT path, version, value FROM secret_versions WHERE value IS NOT NULL"
+        ) as cur:
+            async for path, version, blob in cur:
+                self._redactor.register(self._barrier.decrypt(f"{path}#v{version}", blob).decode("utf-8"))
+                count += 1
+        return count
+
     async def list(self, principal: str, prefix: str = "") -> list[str]:
         """Paths under `prefix` the principal may list; needs LIST on the prefix itself too."""
         self._require_unsealed("list")

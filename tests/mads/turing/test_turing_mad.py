@@ -412,3 +412,26 @@ async def test_handler_errors_are_scrubbed_of_known_secrets(
         await turing.stop()
         await clumsy.stop()
     assert ErrorHook.scrub is original
+
+
+async def test_stored_values_are_known_to_the_redactor_after_unseal(tmp_path) -> None:
+    """A secret set offline (CLI) and never read is still redacted once Turing has started."""
+    from mads.turing.redactor import REDACTOR
+    from mads.turing.schemas import TuringConfig
+    from mads.turing.unsealing import make_vault, unseal_from_config
+
+    canary = "offline-canary-5b7e1c9d2a4f"
+    config = TuringConfig()
+    vault = make_vault(config, tmp_path)
+    await vault.open()
+    assert await unseal_from_config(vault, config, tmp_path) is None
+    await vault.put("operator", "providers/offline", canary)
+    await vault.close()
+    REDACTOR.clear()
+    assert canary in REDACTOR.redact(f"key={canary}")
+    vault = make_vault(config, tmp_path)
+    await vault.open()
+    assert await unseal_from_config(vault, config, tmp_path) is None
+    assert await vault.register_all_with_redactor() == 1
+    await vault.close()
+    assert canary not in REDACTOR.redact(f"key={canary}")

@@ -18,24 +18,15 @@ import argparse
 import asyncio
 import getpass
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import JsonValue
 
 from gateway.auth.store import AuthStore, AuthStoreError, TokenInfo, auth_dir
-from mads import registry
-from mads.settings import ConfigError, load_settings
+from mads.admin.cli import AddCommon, CliError, add_command, audit_db_path, data_dir_of, exit_code, settings_from
 
-AddCommon = Callable[[argparse.ArgumentParser], None]
 MAX_EXPIRES_DAYS = 3650
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _days(text: str) -> int:
@@ -50,22 +41,14 @@ def _days(text: str) -> int:
 
 def register(subparsers: Any, add_common: AddCommon) -> None:
     """Add ``tokens`` and its actions to the ecosystem command line."""
-    top = subparsers.add_parser(
+    action = add_command(
+        subparsers,
+        add_common,
         "tokens",
-        help="create, list and revoke access tokens for the gateway",
+        summary="create, list and revoke access tokens for the gateway",
         description="Manage the bearer tokens people and scripts use to reach the gateway.",
+        handler=run,
     )
-    actions = top.add_subparsers(dest="tokens_action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help_text, description=help_text)
-        add_common(parser)
-        for option in parser._actions:
-            if option.dest in ("config", "data_dir"):
-                option.default = argparse.SUPPRESS
-        parser.set_defaults(handler=run)
-        return parser
-
     p = action("create", "create a token for NAME and print it once")
     p.add_argument("name", metavar="NAME", help="the principal (letters, digits, '_' or '-'; at most 64)")
     p.add_argument("--role", choices=["user", "operator"], default="user", help="default: user")
@@ -77,31 +60,15 @@ def register(subparsers: Any, add_common: AddCommon) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_dispatch(args, _data_dir(args)))
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    overrides: dict[str, dict[str, Any]] = {}
-    if getattr(args, "data_dir", None) is not None:
-        overrides["ecosystem"] = {"data_dir": str(args.data_dir)}
-    settings = load_settings(getattr(args, "config", None), known_mads=set(registry.MADS), overrides=overrides)
-    return settings.ecosystem.data_dir.expanduser().resolve()
+    """Entry point for every ``tokens`` action: never a traceback for an expected error."""
+    return exit_code(lambda: asyncio.run(_dispatch(args, data_dir_of(settings_from(args)))))
 
 
 async def _audit(data_dir: Path, event_type: str, action: str, details: dict[str, JsonValue]) -> None:
     """Append one record to McNamara's trail directly (the ecosystem may not be running)."""
     from mads.mcnamara.audit_trail import AuditError, AuditEvent, AuditOutcome, AuditTrail
 
-    path = data_dir / "mcnamara" / "audit.db"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    trail = AuditTrail(path)
+    trail = AuditTrail(audit_db_path(data_dir))
     try:
         await trail.open()
         await trail.append(

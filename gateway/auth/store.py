@@ -19,6 +19,7 @@ import aiosqlite
 from pydantic import BaseModel, ConfigDict
 
 from gateway.auth.tokens import load_pepper, new_token, token_hash, well_formed
+from mads.sqlite import Migration, migrate, open_db
 
 Role = Literal["user", "operator"]
 Clock = Callable[[], datetime]
@@ -28,7 +29,7 @@ BUSY_TIMEOUT_MS = 5000
 AUTH_DB = "auth.db"
 PEPPER_FILE = "token_pepper"
 
-_MIGRATIONS: tuple[tuple[int, str], ...] = (
+_MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
         """
@@ -119,18 +120,13 @@ class AuthStore:
         self._pepper = b""
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._pepper = load_pepper(self.pepper_path)
-        db = await aiosqlite.connect(self.path)
+        db = await open_db(self.path, autocommit=False, busy_timeout_ms=BUSY_TIMEOUT_MS, pragmas=("foreign_keys=ON",))
         try:
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA foreign_keys = ON")
-            await self._migrate(db)
+            await migrate(db, _MIGRATIONS, error=AuthStoreError, label=f"auth store {self.path}")
         except BaseException:
             await db.close()
             raise
-        self.path.chmod(0o600)
         self._db = db
 
     async def close(self) -> None:
@@ -143,24 +139,6 @@ class AuthStore:
         if self._db is None:
             raise RuntimeError("the auth store is not open")
         return self._db
-
-    async def _migrate(self, db: aiosqlite.Connection) -> None:
-        await db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
-        async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cursor:
-            row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
-        if current > SCHEMA_VERSION:
-            raise AuthStoreError(f"{self.path} has schema version {current}; this code knows up to {SCHEMA_VERSION}")
-        for version, script in _MIGRATIONS:
-            if version > current:
-                await db.executescript(f"BEGIN IMMEDIATE; {script} COMMIT;")
-                await db.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                    (version, self.clock().isoformat()),
-                )
-                await db.commit()
 
     async def principal_count(self) -> int:
         async with self.db.execute("SELECT COUNT(*) FROM principals") as cursor:

@@ -18,25 +18,14 @@ import asyncio
 import json
 import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mads import registry
+from mads.admin.cli import AddCommon, CliError, add_command, data_dir_of, exit_code, settings_from
 from mads.mcnamara.audit_trail import AuditError, AuditRecord, AuditTrail, ChainHead, canonical_json
 from mads.mcnamara.store import SecurityStore
-from mads.settings import ConfigError, load_settings
 
-AddCommon = Callable[[argparse.ArgumentParser], None]
 MAX_TAIL = 100_000
-
-
-class CliError(Exception):
-    """An expected failure: printed as one line, exit code ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def mcnamara_dir(data_dir: Path) -> Path:
@@ -63,23 +52,14 @@ def _anchor(text: str) -> ChainHead:
 
 def register(subparsers: Any, add_common: AddCommon) -> None:
     """Add ``audit`` and its actions to the ecosystem command line."""
-    top = subparsers.add_parser(
+    action = add_command(
+        subparsers,
+        add_common,
         "audit",
-        help="check and read McNamara's audit trail (verify/tail/alerts)",
+        summary="check and read McNamara's audit trail (verify/tail/alerts)",
         description="Read McNamara's tamper-evident audit trail directly from its file.",
+        handler=run,
     )
-    actions = top.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help_text, description=help_text)
-        add_common(parser)
-        # Absent leaf options must not hide the same options given before 'audit'.
-        for option in parser._actions:
-            if option.dest in ("config", "data_dir"):
-                option.default = argparse.SUPPRESS
-        parser.set_defaults(handler=run)
-        return parser
-
     p = action("verify", "walk the hash chain; exit 1 naming the first bad record if it was tampered with")
     p.add_argument("--anchor", type=_anchor, metavar="SEQ:HASH", help="a head exported earlier, to detect rewrites")
     p = action("tail", "print the last records")
@@ -92,29 +72,11 @@ def register(subparsers: Any, add_common: AddCommon) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point for every ``audit`` action: never a traceback for an expected error."""
-    try:
-        return _dispatch(args)
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 1
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    overrides: dict[str, dict[str, Any]] = {}
-    if getattr(args, "data_dir", None) is not None:
-        overrides["ecosystem"] = {"data_dir": str(args.data_dir)}
-    settings = load_settings(getattr(args, "config", None), known_mads=set(registry.MADS), overrides=overrides)
-    return settings.ecosystem.data_dir.expanduser().resolve()
+    return exit_code(lambda: _dispatch(args))
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    home = mcnamara_dir(_data_dir(args))
+    home = mcnamara_dir(data_dir_of(settings_from(args)))
     if args.audit_action == "alerts":
         security_db = home / "security.db"
         if not security_db.exists():

@@ -18,38 +18,23 @@ import getpass
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import JsonValue
 
-from mads import registry
+from mads.admin.cli import AddCommon, CliError, add_command, audit_db_path, data_dir_of, exit_code, settings_from
 from mads.mcnamara.audit_trail import AuditError, AuditEvent, AuditOutcome, AuditTrail
-from mads.settings import ConfigError, load_settings, validate_mad_section
+from mads.settings import validate_mad_section
 from mads.turing.barrier import MIN_PASSPHRASE_LEN, TuringError
 from mads.turing.policy import AccessDenied, Capability
 from mads.turing.schemas import OPERATOR, ROTATE_PATH, TuringConfig
 from mads.turing.store import SecretNotFoundError, Vault
 from mads.turing.unsealing import make_vault, unseal_from_config
 
-AddCommon = Callable[[argparse.ArgumentParser], None]
 ARGV_WARNING = (
     "warning: --value puts the secret in the process list and shell history; prefer --value-stdin or the prompt"
 )
-
-
-class CliError(Exception):
-    """An expected failure: printed as one line, exit code ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def audit_db_path(data_dir: Path) -> Path:
-    """Where McNamara keeps its trail (the same default the McNamara MAD uses)."""
-    return data_dir / "mcnamara" / "audit.db"
 
 
 # ---- argument parsing --------------------------------------------------------------------
@@ -90,23 +75,14 @@ def _credentials(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any, add_common: AddCommon) -> None:
     """Add ``secrets`` and its actions to the ecosystem command line."""
-    top = subparsers.add_parser(
+    action = add_command(
+        subparsers,
+        add_common,
         "secrets",
-        help="manage Turing's secrets (set/get/list/versions/delete/undelete/destroy/rotate/rekey/status/init)",
+        summary="manage Turing's secrets (set/get/list/versions/delete/undelete/destroy/rotate/rekey/status/init)",
         description="Operate on Turing's vault directly, as principal 'operator'. Every action is audited.",
+        handler=run,
     )
-    actions = top.add_subparsers(dest="secrets_action", metavar="ACTION", required=True)
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help_text, description=help_text)
-        add_common(parser)
-        # Absent leaf options must not hide the same options given before 'secrets'.
-        for option in parser._actions:
-            if option.dest in ("config", "data_dir"):
-                option.default = argparse.SUPPRESS
-        parser.set_defaults(handler=run)
-        return parser
-
     p = action("set", "store a new version of a secret (value from stdin or a prompt without echo)")
     p.add_argument("path")
     source = p.add_mutually_exclusive_group()
@@ -142,28 +118,14 @@ def register(subparsers: Any, add_common: AddCommon) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point for every ``secrets`` action: never a traceback for an expected error."""
-    try:
-        return asyncio.run(_run(args))
-    except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 1
+    return exit_code(lambda: asyncio.run(_run(args)))
 
 
 def _load(args: argparse.Namespace) -> tuple[TuringConfig, Path]:
-    overrides: dict[str, dict[str, Any]] = {}
-    if getattr(args, "data_dir", None) is not None:
-        overrides["ecosystem"] = {"data_dir": str(args.data_dir)}
-    settings = load_settings(getattr(args, "config", None), known_mads=set(registry.MADS), overrides=overrides)
+    settings = settings_from(args)
     config = validate_mad_section("turing", TuringConfig, settings.section("turing"))
     assert isinstance(config, TuringConfig)
-    data_dir = settings.ecosystem.data_dir.expanduser().resolve()
-    return config, data_dir
+    return config, data_dir_of(settings)
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosqlite
 
 from mads.fiedler.schemas import UsageReport, UsageTotals
+from mads.sqlite import open_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -67,8 +68,7 @@ class Ledger:
         self.per_conversation: OrderedDict[str, UsageTotals] = OrderedDict()
 
     async def open(self) -> None:
-        self._db = await aiosqlite.connect(self.path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = await open_db(self.path, autocommit=False)
         await self._db.execute(SCHEMA)
         await self._db.commit()
         self.total = _totals(await self._one(f"SELECT {SUMS} FROM usage"))

@@ -26,7 +26,6 @@ raises AuditWriteError so the caller can fail the request it was auditing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -42,6 +41,8 @@ from typing import Any
 import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from mads.sqlite import Migration, migrate, open_db, open_readonly, write_transaction
+
 GENESIS_HASH = "0" * 64
 HMAC_PREFIX = "hmac-sha256:"
 HMAC_KEY_LEN = 32
@@ -50,7 +51,7 @@ DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(
 )
 _EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 
-_MIGRATIONS: tuple[tuple[int, str], ...] = (
+_MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
         """
@@ -256,24 +257,12 @@ class AuditTrail:
         if self._db is not None:
             return
         self._key = await asyncio.to_thread(load_or_create_hmac_key, self.hmac_key_path)
-        await asyncio.to_thread(_prepare_db_file, self.db_path)
-        self._db = await self._connect(readonly=False)
+        self._db = await open_db(self.db_path, synchronous="FULL", busy_timeout_ms=self._busy_timeout_ms)
         try:
-            await _migrate(self._db)
+            await migrate(self._db, _MIGRATIONS, error=AuditError, label="audit")
         except BaseException:
             await self.close()
             raise
-
-    async def _connect(self, readonly: bool) -> aiosqlite.Connection:
-        if readonly:
-            uri = self.db_path.resolve().as_uri() + "?mode=ro"
-            db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-        else:
-            db = await aiosqlite.connect(self.db_path, isolation_level=None)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-        await db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        return db
 
     async def close(self) -> None:
         if self._db is not None:
@@ -318,44 +307,22 @@ class AuditTrail:
             if db is None:
                 raise AuditWriteError(f"audit trail {self.db_path} is not open")
             try:
-                await db.execute("BEGIN IMMEDIATE")
-                async with db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
-                    row = await cur.fetchone()
-                if row is None:
-                    raise AuditWriteError("audit head row is missing: the trail was tampered with")
-                seq, prev_hash = int(row[0]) + 1, str(row[1])
-                when = datetime.now(UTC)
-                time_text = _time_text(when)
-                digest = record_hash(
-                    seq,
-                    time_text,
-                    event.event_type,
-                    actor,
-                    action,
-                    event.outcome.value,
-                    details_text,
-                    prev_hash,
-                )
-                await db.execute(
-                    "INSERT INTO audit_log (seq, time, event_type, actor, action, outcome, details, prev_hash, hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        seq,
-                        time_text,
-                        event.event_type,
-                        actor,
-                        action,
-                        event.outcome.value,
-                        details_text,
-                        prev_hash,
-                        digest,
-                    ),
-                )
-                await db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
-                await db.execute("COMMIT")
+                async with write_transaction(db):
+                    async with db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
+                        row = await cur.fetchone()
+                    if row is None:
+                        raise AuditWriteError("audit head row is missing: the trail was tampered with")
+                    seq, prev_hash = int(row[0]) + 1, str(row[1])
+                    when = datetime.now(UTC)
+                    time_text = _time_text(when)
+                    fields = (seq, time_text, event.event_type, actor, action, event.outcome.value, details_text)
+                    digest = record_hash(*fields, prev_hash)
+                    await db.execute(
+                        f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*fields, prev_hash, digest),
+                    )
+                    await db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
             except (sqlite3.Error, ValueError, AuditWriteError) as exc:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await db.execute("ROLLBACK")
                 if isinstance(exc, AuditWriteError):
                     raise
                 raise AuditWriteError(f"could not write audit record to {self.db_path}: {exc}") from exc
@@ -422,7 +389,7 @@ class AuditTrail:
         "head mismatch" (last hash differs from head, or from `expected_head`).
         """
         self._conn()
-        db = await self._connect(readonly=True)
+        db = await open_readonly(self.db_path, busy_timeout_ms=self._busy_timeout_ms)
         try:
             await db.execute("BEGIN")
             async with db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
@@ -492,38 +459,3 @@ def _record(r: Mapping[int, Any] | tuple[Any, ...]) -> AuditRecord:
         prev_hash=r[7],
         hash=r[8],
     )
-
-
-def _prepare_db_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-
-
-async def _migrate(db: aiosqlite.Connection) -> int:
-    """Apply pending migrations in order, each in one transaction. Returns the version."""
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
-    async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
-        row = await cur.fetchone()
-    current = int(row[0]) if row else 0
-    if current > SCHEMA_VERSION:
-        raise AuditError(f"audit schema version {current} is newer than this code supports ({SCHEMA_VERSION})")
-    for version, sql in _MIGRATIONS:
-        if version <= current:
-            continue
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in filter(str.strip, sql.split(";")):
-                await db.execute(statement)
-            await db.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                (version, _time_text(datetime.now(UTC))),
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await db.execute("ROLLBACK")
-            raise
-        current = version
-    return current

@@ -8,7 +8,6 @@ trail by McNamara, so this file is convenience state, not evidence.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import aiosqlite
 
 from bus.topics import SecurityAlert
 from mads.mcnamara.schemas import BlockedIp, Quarantined
+from mads.sqlite import open_db, open_readonly
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS alerts (
@@ -55,16 +55,12 @@ class SecurityStore:
 
     async def open(self) -> None:
         if self.readonly:
-            self._db = await aiosqlite.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            self._db = await aiosqlite.connect(self.path)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA:
-                await self._db.execute(statement)
-            await self._db.commit()
-        await self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = await open_readonly(self.path, autocommit=False)
+            return
+        self._db = await open_db(self.path, autocommit=False)
+        for statement in _SCHEMA:
+            await self._db.execute(statement)
+        await self._db.commit()
 
     async def close(self) -> None:
         if self._db is not None:

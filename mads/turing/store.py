@@ -11,10 +11,8 @@ deny-by-default Policy before touching storage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Literal
 import aiosqlite
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from mads.sqlite import Migration, migrate, open_db, write_transaction
 from mads.turing.barrier import (
     AlreadyInitializedError,
     Argon2idParams,
@@ -45,7 +44,7 @@ MAX_VALUE_BYTES = 1024 * 1024
 _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
 _PATH_RE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
 
-_MIGRATIONS: tuple[tuple[int, str], ...] = (
+_MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
         """
@@ -180,13 +179,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _prepare_db_file(path: Path) -> None:
-    """Create the directory (0700) and the database file (0600) before SQLite does."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-
-
 class Vault:
     """Sealed-by-default secret store. Use `async with Vault(path) as v:` or open()/close()."""
 
@@ -226,15 +218,9 @@ class Vault:
         """Open (creating if needed) the database and apply pending migrations. Stays sealed."""
         if self._db is not None:
             return
-        await asyncio.to_thread(_prepare_db_file, self.db_path)
-        db = await aiosqlite.connect(self.db_path, isolation_level=None)
+        db = await open_db(self.db_path, synchronous="FULL", pragmas=("secure_delete=ON", "foreign_keys=ON"))
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA secure_delete=ON")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
-            self._schema_version = await _migrate(db)
+            self._schema_version = await migrate(db, _MIGRATIONS, error=TuringError, label="vault")
             state = await _load_state(db)
         except BaseException:
             await db.close()
@@ -287,11 +273,9 @@ class Vault:
                 raise AlreadyInitializedError(f"vault {self.db_path} is already initialized")
             state = await self._barrier.initialize(unlock, self._kdf or default_kdf())
             try:
-                await db.execute("BEGIN IMMEDIATE")
-                await db.execute("INSERT INTO barrier (id, state) VALUES (1, ?)", (state.model_dump_json(),))
-                await db.execute("COMMIT")
+                async with write_transaction(db):
+                    await db.execute("INSERT INTO barrier (id, state) VALUES (1, ?)", (state.model_dump_json(),))
             except BaseException:
-                await _rollback(db)
                 self._barrier.seal()
                 raise
             self._initialized = True
@@ -337,11 +321,9 @@ class Vault:
 
     async def _persist_change(self, db: aiosqlite.Connection, change: BarrierChange) -> None:
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            await db.execute("UPDATE barrier SET state = ? WHERE id = 1", (change.state.model_dump_json(),))
-            await db.execute("COMMIT")
+            async with write_transaction(db):
+                await db.execute("UPDATE barrier SET state = ? WHERE id = 1", (change.state.model_dump_json(),))
         except BaseException:
-            await _rollback(db)
             change.discard()
             raise
         self._barrier.apply(change)
@@ -387,44 +369,35 @@ class Vault:
         self.policy.check(principal, Capability.WRITE, path)
         self._redactor.register(value)
         db = self._conn()
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                meta = await self._path_meta(db, path)
-                current = meta.current_version if meta else 0
-                if cas == 0 and meta is not None:
-                    raise CASMismatchError(
-                        f"cas=0 requires that '{path}' does not exist, but it is at version {current}"
-                    )
-                if cas is not None and cas != current:
-                    raise CASMismatchError(f"cas={cas} does not match current version {current} of '{path}'")
-                version = current + 1
-                now = _now()
-                new_meta = _PathMeta(
-                    current_version=version, created_time=meta.created_time if meta else now, updated_time=now
-                )
-                await db.execute(
-                    "INSERT INTO secrets (path, meta) VALUES (?, ?) "
-                    "ON CONFLICT(path) DO UPDATE SET meta = excluded.meta",
-                    (path, self._enc(f"{path}#meta", new_meta)),
-                )
-                await db.execute(
-                    "INSERT INTO secret_versions (path, version, meta, value) VALUES (?, ?, ?, ?)",
-                    (
-                        path,
-                        version,
-                        self._enc(f"{path}#v{version}/meta", _VersionMeta(created_time=now)),
-                        self._barrier.encrypt(f"{path}#v{version}", raw),
-                    ),
-                )
-                await db.execute(
-                    "DELETE FROM secret_versions WHERE path = ? AND version <= ?",
-                    (path, version - self.max_versions),
-                )
-                await db.execute("COMMIT")
-            except BaseException:
-                await _rollback(db)
-                raise
+        async with self._write_lock, write_transaction(db):
+            meta = await self._path_meta(db, path)
+            current = meta.current_version if meta else 0
+            if cas == 0 and meta is not None:
+                raise CASMismatchError(f"cas=0 requires that '{path}' does not exist, but it is at version {current}")
+            if cas is not None and cas != current:
+                raise CASMismatchError(f"cas={cas} does not match current version {current} of '{path}'")
+            version = current + 1
+            now = _now()
+            new_meta = _PathMeta(
+                current_version=version, created_time=meta.created_time if meta else now, updated_time=now
+            )
+            await db.execute(
+                "INSERT INTO secrets (path, meta) VALUES (?, ?) ON CONFLICT(path) DO UPDATE SET meta = excluded.meta",
+                (path, self._enc(f"{path}#meta", new_meta)),
+            )
+            await db.execute(
+                "INSERT INTO secret_versions (path, version, meta, value) VALUES (?, ?, ?, ?)",
+                (
+                    path,
+                    version,
+                    self._enc(f"{path}#v{version}/meta", _VersionMeta(created_time=now)),
+                    self._barrier.encrypt(f"{path}#v{version}", raw),
+                ),
+            )
+            await db.execute(
+                "DELETE FROM secret_versions WHERE path = ? AND version <= ?",
+                (path, version - self.max_versions),
+            )
         return version
 
     async def get(self, principal: str, path: str, version: int | None = None) -> SecretValue:
@@ -559,30 +532,22 @@ class Vault:
     ) -> list[int]:
         db = self._conn()
         changed: list[int] = []
-        async with self._write_lock:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                meta = await self._path_meta(db, path)
-                if meta is None:
-                    raise SecretNotFoundError(f"no secret at '{path}'")
-                rows = await self._version_rows(db, path)
-                targets = wanted if wanted is not None else [meta.current_version]
-                missing = [v for v in targets if v not in rows]
-                if missing:
-                    raise SecretNotFoundError(f"'{path}' has no version(s) {missing}")
-                for v in targets:
-                    m = rows[v]
-                    if not change(m):
-                        continue
-                    changed.append(v)
-                    sql = "UPDATE secret_versions SET meta = ?" + (", value = NULL" if erase else "")
-                    await db.execute(
-                        sql + " WHERE path = ? AND version = ?", (self._enc(f"{path}#v{v}/meta", m), path, v)
-                    )
-                await db.execute("COMMIT")
-            except BaseException:
-                await _rollback(db)
-                raise
+        async with self._write_lock, write_transaction(db):
+            meta = await self._path_meta(db, path)
+            if meta is None:
+                raise SecretNotFoundError(f"no secret at '{path}'")
+            rows = await self._version_rows(db, path)
+            targets = wanted if wanted is not None else [meta.current_version]
+            missing = [v for v in targets if v not in rows]
+            if missing:
+                raise SecretNotFoundError(f"'{path}' has no version(s) {missing}")
+            for v in targets:
+                m = rows[v]
+                if not change(m):
+                    continue
+                changed.append(v)
+                sql = "UPDATE secret_versions SET meta = ?" + (", value = NULL" if erase else "")
+                await db.execute(sql + " WHERE path = ? AND version = ?", (self._enc(f"{path}#v{v}/meta", m), path, v))
         return changed
 
 
@@ -593,40 +558,7 @@ def _loose_unlock(passphrase: str | SecretStr | None) -> Passphrase:
     return Passphrase(passphrase if isinstance(passphrase, SecretStr) else SecretStr(str(passphrase)))
 
 
-async def _rollback(db: aiosqlite.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error, ValueError):
-        await db.execute("ROLLBACK")
-
-
 async def _load_state(db: aiosqlite.Connection) -> BarrierState | None:
     async with db.execute("SELECT state FROM barrier WHERE id = 1") as cur:
         row = await cur.fetchone()
     return None if row is None else BarrierState.model_validate_json(row[0])
-
-
-async def _migrate(db: aiosqlite.Connection) -> int:
-    """Apply pending migrations in order, each in its own transaction. Returns the version."""
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
-    async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
-        row = await cur.fetchone()
-    current = int(row[0]) if row else 0
-    if current > SCHEMA_VERSION:
-        raise TuringError(f"vault schema version {current} is newer than this code supports ({SCHEMA_VERSION})")
-    for version, sql in _MIGRATIONS:
-        if version <= current:
-            continue
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in filter(str.strip, sql.split(";")):
-                await db.execute(statement)
-            await db.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, _now().isoformat())
-            )
-            await db.execute("COMMIT")
-        except BaseException:
-            await _rollback(db)
-            raise
-        current = version
-    return current

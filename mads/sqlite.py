@@ -1,0 +1,148 @@
+"""SQLite plumbing shared by the stores of MADs and the gateway (not a MAD: anyone but bus/ and sandbox/ may import it).
+
+One way to create a private database file, open it (WAL, busy timeout), run versioned
+migrations and roll back, so every store gets the same durability and the same file
+permissions. Each store keeps its own schema, migrations and error class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import aiosqlite
+
+Migration = tuple[int, str]
+"""(version, script): versions count up from 1; a script is ``;``-separated statements."""
+
+DEFAULT_BUSY_TIMEOUT_MS = 5000
+
+
+def prepare_db_file(path: Path) -> None:
+    """Create the directory (0700) and the file (0600) before SQLite does, so no umask can widen them.
+
+    An existing file is narrowed to 0600 too; SQLite gives its -wal and -shm files the same mode.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+async def open_db(
+    path: Path,
+    *,
+    autocommit: bool = True,
+    synchronous: Literal["NORMAL", "FULL"] | None = None,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    pragmas: Sequence[str] = (),
+) -> aiosqlite.Connection:
+    """Open a read-write connection in WAL mode on a private file (created if missing).
+
+    ``autocommit`` (``isolation_level=None``) is for stores that write explicit transactions;
+    without it sqlite3 opens transactions implicitly and the store calls ``commit()``.
+    The busy timeout is set first so that switching to WAL waits for a concurrent opener.
+    ``pragmas`` are extra ``PRAGMA`` bodies such as ``"foreign_keys=ON"``.
+    """
+    await asyncio.to_thread(prepare_db_file, path)
+    extra = [f"synchronous={synchronous}"] if synchronous is not None else []
+    return await _configured(
+        _connect(path, autocommit=autocommit),
+        [f"busy_timeout={int(busy_timeout_ms)}", "journal_mode=WAL", *extra, *pragmas],
+    )
+
+
+async def open_readonly(
+    path: Path, *, autocommit: bool = True, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+) -> aiosqlite.Connection:
+    """Open an existing database read-only (``mode=ro``): readers such as the operator CLI never write."""
+    uri = (await asyncio.to_thread(path.resolve)).as_uri() + "?mode=ro"
+    return await _configured(_connect(uri, autocommit=autocommit, uri=True), [f"busy_timeout={int(busy_timeout_ms)}"])
+
+
+def _connect(target: str | Path, *, autocommit: bool, uri: bool = False) -> aiosqlite.Connection:
+    if autocommit:
+        return aiosqlite.connect(target, uri=uri, isolation_level=None)
+    return aiosqlite.connect(target, uri=uri)
+
+
+async def _configured(pending: aiosqlite.Connection, pragmas: Sequence[str]) -> aiosqlite.Connection:
+    """Start the connection and apply ``pragmas`` in order, closing it if one fails."""
+    db = await pending
+    try:
+        for pragma in pragmas:
+            await db.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def rollback(db: aiosqlite.Connection) -> None:
+    """Roll back if a transaction is open; never raises, so the original error is the one reported."""
+    with contextlib.suppress(sqlite3.Error, ValueError):
+        await db.execute("ROLLBACK")
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (cancellation included).
+
+    IMMEDIATE takes the write lock up front, so a read-then-write cannot fail half way with
+    SQLITE_BUSY; a lock that cannot be had within the busy timeout raises from ``BEGIN``.
+    """
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        await db.execute("COMMIT")
+    except BaseException:
+        await rollback(db)
+        raise
+
+
+async def migrate(
+    db: aiosqlite.Connection, migrations: Sequence[Migration], *, error: type[Exception], label: str
+) -> int:
+    """Apply the pending migrations in order, each with its ``schema_migrations`` row in one transaction.
+
+    A crash leaves the database at a whole version; a migration another process applied while
+    this one waited for the lock is skipped. A database newer than ``migrations`` is refused
+    with ``error("<label> schema version N is newer than this code supports (M)")`` rather
+    than misread. Returns the resulting version.
+    """
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    current = await _schema_version(db)
+    latest = migrations[-1][0] if migrations else 0
+    if current > latest:
+        raise error(f"{label} schema version {current} is newer than this code supports ({latest})")
+    for version, script in migrations:
+        if version <= current:
+            continue
+        async with write_transaction(db):
+            async with db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)) as cur:
+                done = await cur.fetchone() is not None
+            if not done:
+                for statement in filter(str.strip, script.split(";")):
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, datetime.now(UTC).isoformat(timespec="microseconds")),
+                )
+        current = version
+    return current
+
+
+async def _schema_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0

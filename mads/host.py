@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bus.base import Bus, ErrorHook
+from bus.envelope import DataPart, Envelope, Kind
 from bus.memory import InMemoryBus
-from mads import registry
+from bus.topics import CONFIG_CHANGE
+from mads import config_changes, registry
 from mads.base import MAD, MadContext
 from mads.directory import Directory, PresenceAnnouncer
 from mads.settings import ConfigError, Settings, validate_mad_section
@@ -149,6 +151,7 @@ class Host:
                 await announcer.start()
                 self._announcers.append(announcer)
                 log.info("started %s", name)
+            await self._announce_config_changes()
             if self.serves_gateway:
                 from gateway.app import Gateway
 
@@ -157,6 +160,21 @@ class Host:
         except BaseException:
             await self.stop()
             raise
+
+    async def _announce_config_changes(self) -> None:
+        """Publish what changed in the configuration since the last start (McNamara audits it)."""
+        changes = config_changes.detect(
+            self.data_dir, config_changes.sections_of(self.settings.model_dump(mode="json", exclude={"source"}))
+        )
+        for change in changes:
+            await self.bus.publish(
+                Envelope(
+                    sender="host",
+                    recipient=CONFIG_CHANGE,
+                    kind=Kind.EVENT,
+                    content=[DataPart(value=change.model_dump(mode="json"))],
+                )
+            )
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight work finish, then close the bus and storage."""

@@ -25,16 +25,19 @@ import time
 from bus.base import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAILBOX,
+    DEFAULT_TAP_BATCH,
     DEFAULT_TIMEOUT,
+    TAP_ATTEMPTS,
+    BatchObserver,
     Bus,
     BusClosed,
     BusStats,
     Counters,
     DeadlineExceeded,
     Handler,
-    Observer,
     Subscription,
     SubscriptionSpec,
+    check_tap_args,
     no_route,
     run_handler,
 )
@@ -50,6 +53,8 @@ _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
 """asyncio runs a timer this early at most; the sweeper uses the same tolerance."""
 _COMPACT_SLACK = 1024
 """Finished requests may leave this many stale heap entries (beyond the live ones) before a compaction."""
+_TAP_RETRY_FIRST, _TAP_RETRY_MAX = 0.05, 1.0
+"""Backoff between deliveries of a batch whose observer raised."""
 
 
 class _Expired(Exception):
@@ -101,11 +106,17 @@ class _MemorySubscription(Subscription):
 
 
 class _Tap(Subscription):
-    def __init__(self, bus: InMemoryBus, observer: Observer, mailbox: int) -> None:
+    """Drains the tap mailbox into observer calls; an envelope leaves the mailbox once its batch was seen."""
+
+    def __init__(self, bus: InMemoryBus, observer: BatchObserver, batch: int, mailbox: int) -> None:
         self.bus = bus
         self.observer = observer
+        self.batch = batch
         self.spec = SubscriptionSpec(pattern="*", handler=self._never, group="wiretap")
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue(mailbox)
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self.stopping = False
         self.task = asyncio.create_task(self._work(), name="bus:wiretap")
 
     @staticmethod
@@ -113,18 +124,40 @@ class _Tap(Subscription):
         return None
 
     async def _work(self) -> None:
-        while True:
-            envelope = await self.queue.get()
+        queue, size = self.queue, self.batch
+        while not self.stopping:
+            batch = [await queue.get()]
+            while len(batch) < size and not queue.empty():
+                batch.append(queue.get_nowait())
+            self._settled.clear()
             try:
-                await self.observer(envelope)
-            except Exception:
-                log.exception("wiretap observer failed on %s", envelope.id)
+                await self._observe(batch)
             finally:
-                self.queue.task_done()
+                self._settled.set()
+                for _ in batch:
+                    queue.task_done()
+
+    async def _observe(self, batch: list[Envelope]) -> None:
+        """Call the observer until it returns, at most ``TAP_ATTEMPTS`` times; newer envelopes wait."""
+        for attempt in range(1, TAP_ATTEMPTS + 1):
+            try:
+                await self.observer(batch)
+                return
+            except Exception:
+                if attempt == TAP_ATTEMPTS:
+                    log.exception("wiretap observer failed %d times; dropping %d envelopes", attempt, len(batch))
+                    return
+                log.warning("wiretap observer failed on %d envelopes (attempt %d); retrying", len(batch), attempt)
+                await asyncio.sleep(min(_TAP_RETRY_FIRST * 2 ** (attempt - 1), _TAP_RETRY_MAX))
 
     async def cancel(self) -> None:
+        """Stop tapping; a batch being observed finishes first (up to ``DEFAULT_TIMEOUT``), the rest is dropped."""
         if self in self.bus._taps:
             self.bus._taps.remove(self)
+        self.stopping = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DEFAULT_TIMEOUT):
+                await self._settled.wait()
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
@@ -188,10 +221,17 @@ class InMemoryBus(Bus):
             if not subs:
                 self._exact.pop(sub.spec.pattern, None)
 
-    async def wiretap(
-        self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX, group: str | None = None
+    async def wiretap_batches(
+        self,
+        observer: BatchObserver,
+        *,
+        batch: int = DEFAULT_TAP_BATCH,
+        mailbox: int = DEFAULT_MAILBOX,
+        group: str | None = None,
     ) -> Subscription:
-        tap = _Tap(self, observer, mailbox)
+        """See :meth:`Bus.wiretap_batches`. In one process every tap sees everything, whatever its ``group``."""
+        check_tap_args(batch, mailbox)
+        tap = _Tap(self, observer, batch, mailbox)
         self._taps.append(tap)
         return tap
 

@@ -28,7 +28,9 @@ from redis.exceptions import ResponseError
 from bus.base import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAILBOX,
+    DEFAULT_TAP_BATCH,
     DEFAULT_TIMEOUT,
+    BatchObserver,
     Bus,
     BusClosed,
     BusError,
@@ -36,9 +38,9 @@ from bus.base import (
     Counters,
     DeadlineExceeded,
     Handler,
-    Observer,
     Subscription,
     SubscriptionSpec,
+    check_tap_args,
 )
 from bus.contract import Contract
 from bus.envelope import Envelope, ErrorInfo, Kind
@@ -164,7 +166,7 @@ class RedisBus(Bus):
                     future.set_exception(BusClosed("bus closed before the reply arrived"))
             self._pending.clear()
             for tap in taps:
-                await tap.stop()
+                await tap.stop(max(0.0, deadline - loop.time()))
             await self._stop_tasks()
             with contextlib.suppress(*TRANSIENT):
                 await self._forget(subs, taps, delete_inbox=True)
@@ -234,16 +236,26 @@ class RedisBus(Bus):
         sub.start()
         return sub
 
-    async def wiretap(
-        self, observer: Observer, *, mailbox: int = DEFAULT_MAILBOX, group: str | None = None
+    async def wiretap_batches(
+        self,
+        observer: BatchObserver,
+        *,
+        batch: int = DEFAULT_TAP_BATCH,
+        mailbox: int = DEFAULT_MAILBOX,
+        group: str | None = None,
     ) -> Subscription:
-        """See :meth:`Bus.wiretap`. ``group`` shares one tap position between instances (Rogers)."""
+        """See :meth:`Bus.wiretap_batches`: ``XREADGROUP COUNT batch`` → observer → ``XACK``.
+
+        ``group`` shares one tap position between instances (Rogers). ``mailbox`` is not
+        used: the tap stream is the mailbox.
+        """
         if self._closing:
             raise BusClosed("bus is closed")
+        check_tap_args(batch, mailbox)
         if group is not None and (not group or SEP in group):
             raise ValueError("group must be a non-empty name without control characters")
         uid = f"{self.instance}.{next(self._seq)}"
-        tap = RedisTap(self, observer, uid, group or f"tap#{uid}", ephemeral=group is None)
+        tap = RedisTap(self, observer, uid, group or f"tap#{uid}", ephemeral=group is None, batch=batch)
         await self._register([tap.registration("$")])
         self._taps.append(tap)
         tap.start()
@@ -261,7 +273,8 @@ class RedisBus(Bus):
             await self._forget([sub], [], delete_inbox=False)
 
     async def unregister_tap(self, tap: RedisTap) -> None:
-        await tap.stop()
+        """Cancel one tap: a batch being observed finishes and is acknowledged (up to ``retry_timeout``)."""
+        await tap.stop(self.settings.retry_timeout)
         if tap in self._taps:
             self._taps.remove(tap)
         with contextlib.suppress(*TRANSIENT):
@@ -513,9 +526,10 @@ class RedisBus(Bus):
                     await self._wake.wait()
 
     async def _renew_leases(self) -> None:
-        """Keep running handlers' entries fresh so no other consumer reclaims live work."""
+        """Keep running handlers' and tap observers' entries fresh so no other consumer reclaims live work."""
         busy = [sub for sub in self._subs if sub.inflight]
-        if not busy:
+        observing = [tap for tap in self._taps if tap.inflight]
+        if not busy and not observing:
             return
         pipe = self.redis.pipeline(transaction=False)
         for sub in busy:
@@ -523,6 +537,8 @@ class RedisBus(Bus):
             pipe.xclaim(sub.stream, sub.spec.group, sub.uid, 0, [e for e, _ in entries], justid=True)
             for _, (_, key) in entries:
                 pipe.pexpire(key, self.lease_ms)
+        for tap in observing:
+            pipe.xclaim(tap.stream, tap.spec.group, tap.uid, 0, list(tap.inflight), justid=True)
         await pipe.execute(raise_on_error=False)
 
     async def _janitor_loop(self) -> None:

@@ -1,10 +1,13 @@
 """Rogers: keeps every conversation forever.
 
-A wiretap sees each envelope that crosses the bus, in publication order, and hands it
-to a bounded queue; one writer task drains the queue in batches, one transaction per
-batch (group commit: while one batch fsyncs, the next one gathers). ``sync`` answers
-only once the envelope that carried it — and so everything published before it — has
-been committed, which is what lets the gateway acknowledge a message as durable.
+A batch wiretap (``Bus.wiretap_batches``) hands Rogers every envelope that crosses the
+bus, in publication order, up to ``batch_max`` at a time; the observer writes each batch
+in one transaction and returns only after the commit, so the bus acknowledges a tap
+entry only once it is durable — a Rogers killed mid-batch gets it again, and storing is
+idempotent by id. Group commit: while one batch fsyncs, the next gathers in the bus's
+tap mailbox (``queue_max``) or, on Redis, in the tap stream. ``sync`` answers only once
+the envelope that carried it — and so everything published before it — has been
+committed, which is what lets the gateway acknowledge a message as durable.
 
 Not stored: envelopes to ``stream.*`` (deltas the final reply repeats) and Rogers's
 own replies (copies of rows it already holds; storing them would copy every page it
@@ -51,7 +54,6 @@ from mads.tools import Call, tool
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 _POSITIONS_KEPT = 4096
 """Requests to Rogers remembered by tap position until their handler asks (``sync``).
 
@@ -83,9 +85,7 @@ class Rogers(MAD):
         self.config = config if isinstance(config, RogersConfig) else RogersConfig.model_validate(config.model_dump())
         self.store = ConversationStore(self.data_dir / self.config.db_filename)
         self._skip = re.compile("|".join(fnmatch.translate(p) for p in self.config.skip_recipients) or r"(?!)")
-        self._queue: asyncio.Queue[tuple[int, Envelope] | object] = asyncio.Queue(self.config.queue_max)
         self._tap: Subscription | None = None
-        self._writer: asyncio.Task[None] | None = None
         self._observed = 0
         """Stored envelopes seen by the tap so far: the tap position of the latest one."""
         self._committed = 0
@@ -109,43 +109,53 @@ class Rogers(MAD):
     async def on_start(self) -> None:
         await self.store.open()
         self._count = await self.store.message_count()
-        self._writer = asyncio.create_task(self._write_loop(), name="rogers:writer")
-        self._tap = await self.bus.wiretap(self._observe, group=self.name)
+        self._tap = await self.bus.wiretap_batches(
+            self._observe, batch=self.config.batch_max, mailbox=self.config.queue_max, group=self.name
+        )
 
     async def on_stop(self) -> None:
-        """Stop tapping, write what was tapped, close the database.
+        """Stop tapping (the batch being written finishes), close the database.
 
-        Envelopes still in the bus's tap mailbox are lost if the bus is still running:
-        close the bus first (it drains the tap) to keep everything.
+        In memory, envelopes still in the bus's tap mailbox are lost if the bus is still
+        running: close the bus first (it drains the tap) to keep everything. On Redis
+        they stay in the tap stream, unacknowledged, for the next Rogers of the group.
         """
         if self._tap is not None:
             await self._tap.cancel()
             self._tap = None
-        if self._writer is not None:
-            await self._queue.put(_STOP)
-            await self._writer
-            self._writer = None
         await self.store.close()
 
     # ---- the write path ----------------------------------------------------------------
 
-    async def _observe(self, envelope: Envelope) -> None:
-        """The wiretap observer: queue the envelope for the writer (waits while the queue is full)."""
+    async def _observe(self, envelopes: list[Envelope]) -> None:
+        """The wiretap observer: store the batch and return only once it is committed.
+
+        The bus acknowledges the batch when this returns, so returning earlier (say, once
+        queued) would let a killed process lose envelopes the bus counts as delivered.
+        """
         self._redact = ErrorHook.scrub
-        if self._stored(envelope):
-            self._observed += 1
-            await self._queue.put((self._observed, envelope))
-        else:
-            self._skipped += 1
-        if envelope.kind is Kind.REQUEST and envelope.recipient == self.address:
-            waiter = self._position_waiters.pop(envelope.id, None)
-            if waiter is not None:
-                if not waiter.done():
-                    waiter.set_result(self._observed)
+        batch: list[tuple[int, Envelope]] = []
+        for envelope in envelopes:
+            if self._stored(envelope):
+                self._observed += 1
+                batch.append((self._observed, envelope))
             else:
-                self._positions[envelope.id] = self._observed
-                if len(self._positions) > _POSITIONS_KEPT:
-                    self._positions.popitem(last=False)
+                self._skipped += 1
+            if envelope.kind is Kind.REQUEST and envelope.recipient == self.address:
+                self._note_position(envelope.id)
+        if batch:
+            await self._commit(batch)
+
+    def _note_position(self, envelope_id: str) -> None:
+        """Remember (or hand to a waiting ``sync``) the tap position of a request to Rogers."""
+        waiter = self._position_waiters.pop(envelope_id, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(self._observed)
+        else:
+            self._positions[envelope_id] = self._observed
+            if len(self._positions) > _POSITIONS_KEPT:
+                self._positions.popitem(last=False)
 
     def _stored(self, envelope: Envelope) -> bool:
         if self._skip.match(envelope.recipient):
@@ -203,25 +213,6 @@ class Rogers(MAD):
                 self._unstorable += 1
                 log.error("rogers cannot encode envelope %s: %s", envelope.id, type(exc).__name__)
         return records
-
-    async def _write_loop(self) -> None:
-        """Drain the queue in batches, one transaction each, until told to stop."""
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            while len(batch) < self.config.batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            await self._commit(batch)  # type: ignore[arg-type]
 
     async def _commit(self, batch: list[tuple[int, Envelope]]) -> None:
         """Write one batch, retrying until it is stored: a tapped envelope is never dropped."""

@@ -310,3 +310,79 @@ async def test_gate_refuses_before_any_handler(bus: Bus) -> None:
     bus.remove_gate(quarantine)
     assert (await bus.request(req("target", sender="rogue"), timeout=WAIT)).kind is Kind.REPLY
     assert handled == ["friend", "rogue"]
+
+
+class BatchRecorder:
+    """A batch observer: every call's envelope ids, and the ids of calls that returned."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.calls: list[list[str]] = []
+        self.returned: list[list[str]] = []
+        self.fail_first = fail_first
+
+    async def __call__(self, batch: list[Envelope]) -> None:
+        assert isinstance(batch, list) and all(isinstance(e, Envelope) for e in batch)
+        ids = [e.id for e in batch]
+        self.calls.append(ids)
+        if len(self.calls) <= self.fail_first:
+            raise RuntimeError("observer failed")
+        self.returned.append(ids)
+
+    def seen(self) -> list[str]:
+        return [envelope_id for ids in self.returned for envelope_id in ids]
+
+
+async def test_batch_wiretap_sees_each_envelope_once_in_order(bus: Bus) -> None:
+    recorder = BatchRecorder()
+    await bus.wiretap_batches(recorder, batch=16)
+    await bus.subscribe("events.*", _ignore)
+    published = [event("events.batch", i) for i in range(200)]
+    for envelope in published:
+        await bus.publish(envelope)
+    expected = [e.id for e in published]
+    await eventually(lambda: len(recorder.seen()) >= len(expected))
+    assert recorder.seen() == expected, "every envelope once, in publication order"
+    assert all(1 <= len(ids) <= 16 for ids in recorder.returned)
+
+
+async def test_batch_wiretap_never_waits_to_fill_a_batch(bus: Bus) -> None:
+    recorder = BatchRecorder()
+    await bus.wiretap_batches(recorder, batch=512)
+    lone = event("events.lone", 1)
+    await bus.publish(lone)
+    await eventually(lambda: bool(recorder.returned))
+    assert recorder.returned == [[lone.id]]
+
+
+async def test_batch_wiretap_redelivers_a_batch_whose_observer_raised(bus: Bus) -> None:
+    """A raising observer loses nothing: the batch is delivered again (Redis: once ``reclaim_idle`` has
+    passed, possibly after newer envelopes; memory: at once, before them)."""
+    recorder = BatchRecorder(fail_first=1)
+    await bus.wiretap_batches(recorder, batch=8)
+    published = [event("events.retry", i) for i in range(20)]
+    for envelope in published:
+        await bus.publish(envelope)
+    expected = [e.id for e in published]
+    await eventually(lambda: set(recorder.seen()) >= set(expected))
+    assert sorted(recorder.seen()) == sorted(expected), "each envelope observed successfully exactly once"
+    assert len(recorder.calls) == len(recorder.returned) + 1, "exactly one call failed"
+    assert set(recorder.calls[0]) <= set(recorder.seen()), "the failed batch was delivered again"
+
+
+async def test_single_envelope_wiretap_still_sees_everything(bus: Bus) -> None:
+    tapped: list[Envelope] = []
+    await bus.wiretap(lambda e: _append(tapped, e))
+    published = [event("events.single", i) for i in range(30)]
+    for envelope in published:
+        await bus.publish(envelope)
+    await eventually(lambda: len(tapped) >= len(published))
+    assert [e.id for e in tapped] == [e.id for e in published]
+
+
+async def test_batch_wiretap_refuses_a_bad_batch_size(bus: Bus) -> None:
+    with pytest.raises(ValueError, match="batch must be at least 1"):
+        await bus.wiretap_batches(BatchRecorder(), batch=0)
+
+
+async def _ignore(envelope: Envelope) -> None:
+    return None

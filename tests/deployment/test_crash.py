@@ -14,6 +14,7 @@ hide behind idempotent storage).
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ import aiosqlite
 import pytest
 import redis.asyncio as aioredis
 
+from bus.envelope import DataPart, Envelope, Kind, ProsePart
+from bus.redis import RedisBus
+from bus.redis.settings import split_url
+from mads.rogers.schemas import RogersConfig
 from tests.deployment.conftest import Namespace
 from tests.deployment.support import FAST_BUS, Api, EcosystemProcess, create_token, poll, processes, write_config
 
@@ -108,3 +113,117 @@ async def test_kill_9_with_requests_in_flight_loses_none_and_runs_none_twice(
         assert await a.terminate() == 0, a.output()
     await client.aclose()
     assert await stored_tool_runs(db, "create_conversation") == {True: REQUESTS, False: 0}
+
+
+TAPPED_EVENTS = 25
+
+
+def stored_by_rogers(envelope: Envelope) -> bool:
+    """Rogers's documented storage rules (requirements/rogers.md): skipped recipients and its own replies aside."""
+    config = RogersConfig()
+    if any(fnmatch.fnmatchcase(envelope.recipient, glob) for glob in config.skip_recipients):
+        return False
+    return not (envelope.sender == "rogers" and envelope.kind is Kind.REPLY)
+
+
+async def stored_ids(db: Path) -> set[str]:
+    async with aiosqlite.connect(db) as conn:
+        return {row[0] for row in await conn.execute_fetchall("SELECT id FROM messages")}
+
+
+async def test_kill_9_of_rogers_mid_write_loses_no_tapped_envelope(crash_ns: Namespace, tmp_path: Path) -> None:
+    """Rogers's tap batch is acknowledged only once committed: kill -9 while its write is stuck, restart,
+    and every envelope that crossed the bus — as another process saw it — is in the messages table."""
+    b = EcosystemProcess(
+        "B", ["--bus", crash_ns.url(**FAST_BUS), "--mads", "rogers", "--data-dir", str(tmp_path / "b")], tmp_path
+    )
+    db = tmp_path / "b" / "rogers" / "conversations.db"
+    connection, settings = split_url(crash_ns.url(**FAST_BUS))
+    peer = RedisBus(connection, **settings)
+    client = aioredis.Redis.from_url(crash_ns.redis())
+    crossed: list[Envelope] = []
+
+    async def record(envelope: Envelope) -> None:
+        crossed.append(envelope)
+
+    async def answer(envelope: Envelope) -> Envelope:
+        return envelope.reply(ProsePart(text=f"noted {envelope.text()}"))
+
+    await peer.start()
+    try:
+        await peer.subscribe("peer", answer)
+        async with processes(b):
+            tap = f"{crash_ns.prefix}:tap"
+            await poll(lambda: _has_group(client, tap, "rogers"), WAIT, "B's Rogers to tap the bus")
+            # From here on, what this process's own tap sees is what crossed the bus while Rogers was tapping
+            # (B's start-up requests before Rogers's group existed are outside the run).
+            await peer.wiretap(record)
+            lock = await aiosqlite.connect(db, isolation_level=None, timeout=WAIT)
+            await lock.execute("BEGIN IMMEDIATE")
+            try:
+                published = [
+                    Envelope(
+                        sender="user.alice",
+                        recipient="events.crash",
+                        kind=Kind.EVENT,
+                        conversation_id="crash",
+                        content=[DataPart(value={"n": i})],
+                    )
+                    for i in range(TAPPED_EVENTS)
+                ]
+                for envelope in published:
+                    await peer.publish(envelope)
+                request = Envelope(
+                    sender="user.alice", recipient="peer", kind=Kind.REQUEST, content=[ProsePart(text="hello")]
+                )
+                reply = await peer.request(request, timeout=WAIT)
+                assert reply.kind is Kind.REPLY
+
+                async def rogers_took_a_batch() -> bool:
+                    state = await group_state(client, tap, "rogers")
+                    return state["pending"] > 0 or state["lag"] == 0
+
+                await poll(rogers_took_a_batch, WAIT, "B's Rogers to read tapped envelopes")
+                await poll(lambda: _contains(crossed, reply.id), WAIT, "the peer's own tap to see the reply")
+                await b.kill()
+                at_kill = await group_state(client, tap, "rogers")
+            finally:
+                await lock.execute("ROLLBACK")
+                await lock.close()
+
+            expected = {e.id for e in crossed if stored_by_rogers(e)}
+            assert {e.id for e in published} | {request.id, reply.id} <= expected
+            await b.start()
+            missing: set[str] = set()
+
+            async def all_stored() -> bool:
+                nonlocal missing
+                missing = expected - await stored_ids(db)
+                return not missing
+
+            try:
+                await poll(all_stored, WAIT + 15, "the restarted Rogers to store every envelope that crossed the bus")
+            except AssertionError:
+                lost = [f"{e.sender}->{e.recipient} {e.kind.value} {e.id}" for e in crossed if e.id in missing]
+                raise AssertionError(f"{len(missing)} of {len(expected)} envelopes never stored: {lost[:5]}") from None
+            assert at_kill["pending"] > 0, "the batch being written when B died was still unacknowledged"
+            await poll(lambda: _settled(client, tap), WAIT, "the tap group to have nothing pending or unread")
+            assert await client.xlen(f"{crash_ns.prefix}:dead") == 0
+            assert await b.terminate() == 0, b.output()
+    finally:
+        await peer.close(drain_timeout=2)
+        await client.aclose()
+
+
+async def _has_group(client: aioredis.Redis, stream: str, group: str) -> bool:
+    if not await client.exists(stream):
+        return False
+    return any(info["name"] in (group, group.encode()) for info in await client.xinfo_groups(stream))
+
+
+async def _contains(envelopes: list[Envelope], envelope_id: str) -> bool:
+    return any(e.id == envelope_id for e in envelopes)
+
+
+async def _settled(client: aioredis.Redis, stream: str) -> bool:
+    return await group_state(client, stream, "rogers") == {"pending": 0, "lag": 0}

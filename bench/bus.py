@@ -17,23 +17,44 @@ three columns measured in the same process, on the same event loop, interleaved:
 Every column is the median of ``--reps`` runs; each ratio is the median of the
 per-run ratios (a run of the bus and the raw run next to it see the same machine
 load). A breakdown of per-message costs, measured in the same run, follows.
+
+Redis section (``--redis URL``, default ``redis://127.0.0.1:6379/15``; ``--only
+memory|redis`` runs one section): request/reply per wall-clock second between two
+processes — the responder is a second Python process (``bus.redis.bench``) for both
+columns — sequential and with 50 concurrent requesters:
+
+* **raw redis-py**: ``XADD`` request → ``XREADGROUP`` → pipelined ``XADD`` reply +
+  ``XACK`` → the requester's ``XREADGROUP NOACK`` on its reply stream. The floor.
+* **RedisBus**: ``request()`` to an ``echo`` subscription in the other process,
+  envelopes built and validated at both ends.
+
+Warm-up, then ``--redis-reps`` interleaved runs of ``--redis-n`` round trips; rates are
+medians, the ratio is the median of per-run ratios. CPU µs per round trip of the
+requester, the responder and the Redis server (``INFO cpu``: the whole server) follow.
+Keys live under a fresh ``bench-…`` prefix and are deleted at the end (never FLUSHDB).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import NamedTuple
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bus.base import DEFAULT_CONCURRENCY, DEFAULT_MAILBOX
 from bus.envelope import CommandPart, DataPart, Envelope, Kind
 from bus.memory import InMemoryBus
+from bus.redis import bench as redis_bench
 
 clock = time.thread_time
 """CPU seconds of the event-loop thread: on a shared machine, wall time mostly measures the neighbours."""
@@ -206,12 +227,100 @@ async def main(n: int, reps: int) -> None:
         )
 
 
+REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_SCENARIOS = (("sequential", 1), ("50 concurrent requesters", 50))
+REDIS_COLUMNS = ("raw", "bus")
+
+
+class RedisSample(NamedTuple):
+    rate: float
+    requester_us: float
+    responder_us: float
+    server_us: float
+
+
+async def server_cpu(admin: Redis) -> float:
+    info = await admin.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def redis_run(
+    client: redis_bench.RawClient | redis_bench.BusClient,
+    responder: redis_bench.Responder,
+    admin: Redis,
+    n: int,
+    requesters: int,
+) -> RedisSample:
+    """One timed run: round trips per wall-clock second and CPU µs per round trip of each party."""
+    cpu = (time.process_time(), await responder.cpu(), await server_cpu(admin))
+    start = time.perf_counter()
+    done = await client.run(n, requesters)
+    elapsed = time.perf_counter() - start
+    after = (time.process_time(), await responder.cpu(), await server_cpu(admin))
+    us = [(b - a) / done * 1e6 for a, b in zip(cpu, after, strict=True)]
+    return RedisSample(done / elapsed, *us)
+
+
+async def redis_section(url: str, n: int, reps: int) -> None:
+    admin = Redis.from_url(url, socket_connect_timeout=2.0)
+    try:
+        await admin.ping()
+    except (RedisError, OSError) as exc:
+        await admin.aclose()
+        sys.exit(f"--redis {url}: cannot reach Redis ({type(exc).__name__}: {exc})")
+    prefix = f"bench-{secrets.token_hex(4)}"
+    responders = {col: redis_bench.Responder(col, url, prefix) for col in REDIS_COLUMNS}
+    clients: dict[str, redis_bench.RawClient | redis_bench.BusClient] = {
+        "raw": redis_bench.RawClient(url, prefix),
+        "bus": redis_bench.BusClient(url, prefix),
+    }
+    results: dict[str, dict[str, list[RedisSample]]] = {}
+    try:
+        for col in REDIS_COLUMNS:
+            await responders[col].start()
+            await clients[col].start()
+        print(f"\nRedis {url}: request/reply between two processes, round trips per wall-clock second;")
+        print(f"{n:,} per run, median of {reps} runs; ratio = median of per-run RedisBus/raw ratios")
+        print(f"{'scenario':<27}{'raw redis-py/s':>15}{'RedisBus/s':>13}{'ratio':>7}")
+        for label, requesters in REDIS_SCENARIOS:
+            for col in REDIS_COLUMNS:
+                await clients[col].run(max(n // 5, requesters * 4), requesters)  # warm-up
+            samples: dict[str, list[RedisSample]] = {col: [] for col in REDIS_COLUMNS}
+            for rep in range(reps):
+                for col in REDIS_COLUMNS[:: 1 if rep % 2 == 0 else -1]:
+                    samples[col].append(await redis_run(clients[col], responders[col], admin, n, requesters))
+            results[label] = samples
+            raw, bus = (statistics.median(s.rate for s in samples[col]) for col in REDIS_COLUMNS)
+            ratio = statistics.median(b.rate / r.rate for r, b in zip(samples["raw"], samples["bus"], strict=True))
+            print(f"{label:<27}{raw:>15,.0f}{bus:>13,.0f}{ratio:>7.2f}")
+        print("\nCPU µs per round trip (median): requester | responder | Redis server")
+        for label, samples in results.items():
+            cells = []
+            for col in REDIS_COLUMNS:
+                parts = [statistics.median(getattr(s, f) for s in samples[col]) for f in RedisSample._fields[1:]]
+                cells.append(f"{col} {parts[0]:>5.0f} | {parts[1]:>5.0f} | {parts[2]:>4.0f}")
+            print(f"  {label:<27}" + "    ".join(cells))
+    finally:
+        for col in REDIS_COLUMNS:
+            await clients[col].close()
+            await responders[col].stop()
+        await redis_bench.delete_prefix(url, prefix)
+        await admin.aclose()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="round trips per run")
     parser.add_argument("--reps", type=int, default=7, help="runs per column (the median is reported)")
     parser.add_argument("--wall", action="store_true", help="time with the wall clock instead of CPU time")
+    parser.add_argument("--redis", default=REDIS_URL, metavar="URL", help="Redis for the Redis section")
+    parser.add_argument("--redis-n", type=int, default=2000, help="round trips per Redis run")
+    parser.add_argument("--redis-reps", type=int, default=5, help="runs per Redis column (the median is reported)")
+    parser.add_argument("--only", choices=("memory", "redis"), help="run one section only")
     args = parser.parse_args()
     if args.wall:
         clock = time.perf_counter
-    asyncio.run(main(args.n, args.reps))
+    if args.only != "redis":
+        asyncio.run(main(args.n, args.reps))
+    if args.only != "memory":
+        asyncio.run(redis_section(args.redis, args.redis_n, args.redis_reps))

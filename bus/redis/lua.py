@@ -9,6 +9,12 @@ need a standalone Redis (not a cluster).
 
 from __future__ import annotations
 
+PRECLAIM_MS = 60_000
+"""Lifetime of a claim made at publish time: until a consumer reads the entry and its
+heartbeat renews the claim as a lease. Consumers trust it only for entries young enough
+(``consumer.preclaim_horizon_ms``); an older entry goes through ``CLAIM`` as before, so a
+long backlog costs one round trip, never a second run of a handler."""
+
 _COMMON = r"""
 local P = ARGV[1]
 local t = redis.call('TIME')
@@ -90,8 +96,35 @@ end
 if redis.call('ZCOUNT', P .. ':taps', now, '+inf') > 0 then
   redis.call('XADD', P .. ':tap', 'MAXLEN', '~', tapcap, '*', 'e', payload)
 end
+-- Work entries are pre-claimed for every group of their stream (the claim a consumer
+-- would otherwise make after reading, one round trip later), unless some group
+-- already holds a claim or a done marker for this envelope id: then the entry goes
+-- out unmarked and the consumer's CLAIM script sorts it out. Field 'c' (= the
+-- envelope id) tells consumers the claim is theirs already.
+local id = nil
+if kind == 'request' or kind == 'event' then id = string.match(payload, '^{"id":"([^"\\]+)"') end
 for _, key in ipairs(targets) do
-  redis.call('XADD', key, '*', 'e', payload)
+  local claims = {}
+  if id then
+    local groups = redis.pcall('XINFO', 'GROUPS', key)
+    if groups.err then groups = {} end
+    for _, g in ipairs(groups) do
+      local dedup = P .. ':d:' .. field(g, 'name') .. ':' .. id
+      if redis.call('EXISTS', dedup) == 1 then
+        claims = nil
+        break
+      end
+      claims[#claims + 1] = dedup
+    end
+  end
+  if claims and #claims > 0 then
+    local entry = redis.call('XADD', key, '*', 'e', payload, 'c', id)
+    for _, dedup in ipairs(claims) do
+      redis.call('SET', dedup, 'run\31' .. key .. '/' .. entry .. '\31', 'PX', PRECLAIM_MS)
+    end
+  else
+    redis.call('XADD', key, '*', 'e', payload)
+  end
 end
 if ARGV[7] ~= '' then
   redis.call('SET', ARGV[10], 'done', 'PX', ARGV[11])
@@ -100,6 +133,8 @@ end
 return {status, #targets}
 """
 )
+
+PUBLISH = PUBLISH.replace("PRECLAIM_MS", str(PRECLAIM_MS))
 
 CLAIM = r"""
 -- KEYS: dedup keys. ARGV[1]: claim ttl ms; ARGV[1+i]: 'run' SEP <stream>/<entry> SEP <consumer>.
@@ -203,6 +238,27 @@ end
 return {destroyed, trimmed}
 """
 )
+
+
+def publish_args(
+    prefix: str,
+    route: str,
+    kind: str,
+    payload: str,
+    max_len: int,
+    tap_max_len: int,
+    ack: tuple[str, str, str, str] | None = None,
+    done_ttl_ms: int = 0,
+) -> list[str | int]:
+    """ARGV of :data:`PUBLISH`, in the order the script reads them.
+
+    ``ack`` is ``(stream, group, entry id, dedup key)`` of the request a reply settles:
+    the script then also marks the envelope done (for ``done_ttl_ms``) and acks the entry.
+    """
+    head: list[str | int] = [prefix, route, kind, payload, max_len, tap_max_len]
+    if ack is None:
+        return [*head, "", "", "", "", 0]
+    return [*head, *ack, done_ttl_ms]
 
 
 def glob_to_lua(glob: str) -> str:

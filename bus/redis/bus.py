@@ -476,6 +476,9 @@ class RedisBus(Bus):
             for _stream, entries in response or []:
                 for raw_id, fields in entries:
                     await self._deliver_reply(raw_id, fields)
+            if response:
+                # Let the requesters just answered run before the next blocking read goes out.
+                await asyncio.sleep(0)
 
     async def _deliver_reply(self, raw_id: bytes, fields: dict[bytes, bytes] | None) -> None:
         reply, reason, raw = decode_entry(fields)

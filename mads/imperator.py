@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, JsonValue, ValidationError
 
-from bus.base import BusClosed, DeadlineExceeded, describe_exception
+from bus.base import BusClosed, BusError, DeadlineExceeded, describe_exception
 from bus.envelope import DELTA_MEDIA_TYPE, DataPart, Envelope, ErrorInfo, FieldError, Kind, ProsePart, field_errors
 from bus.topics import VALIDATION_FAILURE, StreamDelta, ValidationFailure, stream_topic
 from mads.tools import Call
@@ -41,6 +41,11 @@ class ImperatorSettings(BaseModel):
     role: str = Field(default="imperator", description="Fiedler role whose model thinks for this MAD.")
     fiedler: str = Field(default="fiedler", description="Address of the LLM router.")
     llm_timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for one chat call.")
+    history_turns: int = Field(
+        default=20, ge=0, le=100, description="Earlier turns of this conversation (from Rogers) the LLM sees."
+    )
+    memory: str = Field(default="rogers", description="Address of the conversation store.")
+    memory_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for the conversation history.")
 
 
 class ChatCall(BaseModel):
@@ -109,6 +114,7 @@ class Imperator:
         tools = self.mad.tools()
         messages: list[dict[str, JsonValue]] = [
             {"role": "system", "content": self.mad.system_prompt()},
+            *await self._recall(envelope),
             {"role": "user", "content": envelope.text()},
         ]
         call = Call(envelope, via_llm=True)
@@ -133,6 +139,42 @@ class Imperator:
                 message = f"the LLM produced {invalid_streak} invalid turns in a row; last: {last.detail}"
                 return await self._fail("llm_invalid_output", message, fields=last.fields)
         return await self._fail("imperator_failed", f"no final answer within {self.settings.max_steps} LLM steps")
+
+    async def _recall(self, envelope: Envelope) -> list[dict[str, JsonValue]]:
+        """Earlier turns between people and this MAD in the same conversation, oldest first.
+
+        Conversations are kept forever by Rogers; the Imperator reads the recent part so
+        a chat has memory. Only this MAD's own exchanges are included (requests to it,
+        its prose replies), already redacted by Rogers. If the store is unreachable the
+        turn goes on without memory rather than failing.
+        """
+        from mads.base import RemoteError
+
+        limit = self.settings.history_turns
+        cid = envelope.conversation_id
+        if not limit or cid is None or self.mad.name == self.settings.memory:
+            return []
+        try:
+            page = await self.mad.call(
+                self.settings.memory,
+                "history",
+                {"conversation_id": cid, "limit": min(200, limit * 4), "direction": "backward"},
+                timeout=self.settings.memory_timeout,
+            )
+        except (RemoteError, DeadlineExceeded, BusError):
+            return []
+        turns: list[dict[str, JsonValue]] = []
+        for message in page.get("messages", []) if isinstance(page, dict) else []:
+            if not isinstance(message, dict) or message.get("id") == envelope.id or not message.get("text"):
+                continue
+            if message.get("kind") == "request" and message.get("recipient") == self.mad.address:
+                turns.append({"role": "user", "content": message["text"]})
+            elif message.get("kind") == "reply" and message.get("sender") == self.mad.address:
+                turns.append({"role": "assistant", "content": message["text"]})
+            if len(turns) >= limit:
+                break
+        turns.reverse()
+        return turns
 
     async def _turn(
         self,

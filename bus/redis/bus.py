@@ -48,6 +48,7 @@ from bus.redis import lua
 from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
 from bus.redis.consumer import RedisSubscription, decode_entry
 from bus.redis.dead_letters import DeadLetter, dead_fields, parse_dead
+from bus.redis.publisher import ScriptBatcher
 from bus.redis.settings import DEFAULT_URL, INBOX_NAMESPACE, SEP, Keys, RedisBusSettings
 from bus.redis.tap import RedisTap
 
@@ -107,6 +108,7 @@ class RedisBus(Bus):
         self.lease_ms = int(self.settings.reclaim_idle * 1000)
         self.redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0)
         self.scripts = _Scripts(self.redis)
+        self._publisher = ScriptBatcher(self.redis, self.scripts.publish)
         self.counters = Counters()
         self.transport = _TransportCounters()
         self._subs: list[RedisSubscription] = []
@@ -333,26 +335,25 @@ class RedisBus(Bus):
 
         ``route`` (default: the recipient) is where the script delivers; a reply is routed
         to the requester's inbox while the envelope itself stays addressed to the requester.
+        Calls made in the same loop turn go to Redis as one pipeline (:class:`ScriptBatcher`).
         """
         settings = self.settings
-        args: list[str | int] = [
+        args = lua.publish_args(
             self.keys.prefix,
             route or envelope.recipient,
             envelope.kind.value,
             envelope.model_dump_json(),
             settings.max_len,
             settings.tap_max_len,
-        ]
-        if ack is None:
-            args += ["", "", "", "", 0]
-        else:
-            args += [*ack, int(settings.dedup_window * 1000)]
+            ack,
+            int(settings.dedup_window * 1000) if ack is not None else 0,
+        )
         loop = asyncio.get_running_loop()
         give_up = loop.time() + (settings.retry_timeout if patience is None else patience)
         backoff = Backoff(settings.backoff_max)
         while True:
             try:
-                result = await self.scripts.publish(keys=[], args=args)
+                result = await self._publisher.call(args)
             except TRANSIENT as exc:
                 self.connection_lost()
                 if loop.time() >= give_up:

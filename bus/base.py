@@ -164,6 +164,33 @@ class SubscriptionSpec:
         return self.regex.match(address) is not None if self.regex else address == self.pattern
 
 
+def new_spec(
+    pattern: str,
+    handler: Handler,
+    *,
+    group: str | None,
+    contract: Contract | None,
+    concurrency: int,
+    mailbox: int,
+    unique: str,
+) -> SubscriptionSpec:
+    """Check ``subscribe()`` arguments and choose the default group, identically on every transport.
+
+    ``unique`` names this subscription within its bus: a glob subscribed without a
+    group gets a group of its own (every listener hears every event), an exact
+    address defaults to a group named after it (instances of a MAD share its work).
+    """
+    if concurrency < 1 or mailbox < 1:
+        raise ValueError("concurrency and mailbox must be at least 1")
+    if not pattern:
+        raise ValueError("pattern must be a non-empty address or glob")
+    spec = SubscriptionSpec(
+        pattern=pattern, handler=handler, group="", contract=contract, concurrency=concurrency, mailbox=mailbox
+    )
+    spec.group = group or (f"{pattern}#{unique}" if spec.is_pattern else pattern)
+    return spec
+
+
 class Subscription(ABC):
     """A live subscription; cancel it to stop receiving."""
 

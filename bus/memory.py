@@ -38,6 +38,7 @@ from bus.base import (
     Subscription,
     SubscriptionSpec,
     check_tap_args,
+    new_spec,
     no_route,
     run_handler,
 )
@@ -196,12 +197,15 @@ class InMemoryBus(Bus):
     ) -> Subscription:
         if self._closing:
             raise BusClosed("bus is closed")
-        if concurrency < 1 or mailbox < 1:
-            raise ValueError("concurrency and mailbox must be at least 1")
-        spec = SubscriptionSpec(
-            pattern=pattern, handler=handler, group="", contract=contract, concurrency=concurrency, mailbox=mailbox
+        spec = new_spec(
+            pattern,
+            handler,
+            group=group,
+            contract=contract,
+            concurrency=concurrency,
+            mailbox=mailbox,
+            unique=str(next(self._rr)),
         )
-        spec.group = group or (f"{pattern}#{id(spec)}" if spec.is_pattern else pattern)
         sub = _MemorySubscription(self, spec)
         sub.start()
         if spec.is_pattern:

@@ -39,8 +39,8 @@ from bus.base import (
     DeadlineExceeded,
     Handler,
     Subscription,
-    SubscriptionSpec,
     check_tap_args,
+    new_spec,
 )
 from bus.contract import Contract
 from bus.envelope import Envelope, ErrorInfo, Kind
@@ -220,18 +220,15 @@ class RedisBus(Bus):
         """See :meth:`Bus.subscribe`. ``mailbox`` is not used: the stream is the mailbox, bounded by ``max_len``."""
         if self._closing:
             raise BusClosed("bus is closed")
-        if concurrency < 1 or mailbox < 1:
-            raise ValueError("concurrency and mailbox must be at least 1")
         if group is not None and (not group or SEP in group):
             raise ValueError("group must be a non-empty name without control characters")
-        if not pattern or SEP in pattern:
-            raise ValueError("pattern must be a non-empty address or glob without control characters")
+        if SEP in pattern:
+            raise ValueError("pattern must be an address or glob without control characters")
         uid = f"{self.instance}.{next(self._seq)}"
-        spec = SubscriptionSpec(
-            pattern=pattern, handler=handler, group="", contract=contract, concurrency=concurrency, mailbox=mailbox
+        spec = new_spec(
+            pattern, handler, group=group, contract=contract, concurrency=concurrency, mailbox=mailbox, unique=uid
         )
         ephemeral = group is None and spec.is_pattern
-        spec.group = group or (f"{pattern}#{uid}" if spec.is_pattern else pattern)
         sub = RedisSubscription(self, spec, uid, ephemeral)
         await self._register([sub.registration("$")])
         self._subs.append(sub)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 from pydantic import ValidationError
@@ -18,14 +18,11 @@ from redis.asyncio import Redis
 from bus.base import BusClosed, DeadlineExceeded
 from bus.envelope import DataPart, Envelope, Kind, ProsePart
 from bus.redis import RedisBus
-from tests.bus.redis_server import delete_prefix, redis_url, unique_prefix
+from tests.bus.conftest import MakeBus
 
 pytestmark = pytest.mark.redis
 
 WAIT = 10.0
-FAST = {"reclaim_idle": 0.4, "presence_ttl": 1.0, "janitor_interval": 0.2, "block": 0.2, "orphan_grace": 0}
-
-MakeBus = Callable[..., Awaitable[RedisBus]]
 
 
 def req(recipient: str, text: str = "hello", sender: str = "tester") -> Envelope:
@@ -56,40 +53,6 @@ async def eventually_async(predicate: Callable[[], Awaitable[bool]], timeout: fl
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-def url() -> str:
-    return redis_url()
-
-
-@pytest.fixture
-def prefix(url: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = unique_prefix(request.node.name)
-    yield name
-    delete_prefix(url, name)
-
-
-@pytest.fixture
-async def make_bus(url: str, prefix: str) -> AsyncIterator[MakeBus]:
-    buses: list[RedisBus] = []
-
-    async def make(**overrides: object) -> RedisBus:
-        bus = RedisBus(url, **{**FAST, "prefix": prefix, **overrides})
-        await bus.start()
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        await bus.close(drain_timeout=1)
-
-
-@pytest.fixture
-async def raw(url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(url)
-    yield client
-    await client.aclose()
 
 
 async def test_same_envelope_twice_on_the_stream_is_handled_once(make_bus: MakeBus, raw: Redis) -> None:

@@ -9,56 +9,18 @@ dropped, and a copy nobody claimed at publish time must still go through ``CLAIM
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
 
 from bus.envelope import DataPart, Envelope, Kind, ProsePart
-from bus.redis import RedisBus
 from bus.redis.settings import SEP
-from tests.bus.redis_server import delete_prefix, redis_url, unique_prefix
+from tests.bus.conftest import MakeBus
 
 pytestmark = pytest.mark.redis
 
 WAIT = 10.0
-FAST = {"reclaim_idle": 0.4, "presence_ttl": 1.0, "janitor_interval": 0.2, "block": 0.2, "orphan_grace": 0}
-
-MakeBus = Callable[..., Awaitable[RedisBus]]
-
-
-@pytest.fixture
-def url() -> str:
-    return redis_url()
-
-
-@pytest.fixture
-def prefix(url: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = unique_prefix(request.node.name)
-    yield name
-    delete_prefix(url, name)
-
-
-@pytest.fixture
-async def make_bus(url: str, prefix: str) -> AsyncIterator[MakeBus]:
-    buses: list[RedisBus] = []
-
-    async def make(**overrides: object) -> RedisBus:
-        bus = RedisBus(url, **{**FAST, "prefix": prefix, **overrides})
-        await bus.start()
-        buses.append(bus)
-        return bus
-
-    yield make
-    for bus in buses:
-        await bus.close(drain_timeout=1)
-
-
-@pytest.fixture
-async def raw(url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(url)
-    yield client
-    await client.aclose()
 
 
 def event(topic: str, value: object) -> Envelope:

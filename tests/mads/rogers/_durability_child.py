@@ -44,8 +44,13 @@ async def main(data_dir: Path, conversation_id: str) -> None:
             await bus.publish(envelope)
         sync = asyncio.create_task(
             bus.request(
-                Envelope(sender="gateway", recipient="rogers", kind=Kind.REQUEST, deadline=deadline_in(30),
-                         content=[CommandPart(tool="sync")])
+                Envelope(
+                    sender="gateway",
+                    recipient="rogers",
+                    kind=Kind.REQUEST,
+                    deadline=deadline_in(30),
+                    content=[CommandPart(tool="sync")],
+                )
             )
         )
         for i in range(EXTRA):

@@ -348,7 +348,13 @@ def test_config_rejects_unknown_and_bad_keys() -> None:
 async def test_tools_are_described_for_an_llm(bus: InMemoryBus, rogers: Rogers) -> None:
     descriptors = {d["name"]: d for d in rogers.tool_descriptors()}
     assert set(descriptors) == {
-        "sync", "create_conversation", "list_conversations", "get_conversation", "history", "search", "stats"
+        "sync",
+        "create_conversation",
+        "list_conversations",
+        "get_conversation",
+        "history",
+        "search",
+        "stats",
     }
     for descriptor in descriptors.values():
         assert len(descriptor["description"]) > 30

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bus.envelope import CommandPart, Envelope, Kind, ProsePart, deadline_in
 from bus.memory import InMemoryBus
-from mads.base import MadContext
+from mads.core.base import MadContext
 from mads.rogers import Rogers
 
 TIMEOUT = 120.0

@@ -13,7 +13,7 @@ import fnmatch
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -71,34 +71,31 @@ class DeadlineExceeded(BusError):
         self.envelope = envelope
 
 
-class ErrorHook:
-    """Lets later layers (redaction) rewrite exception text before it leaves a process.
+Redact = Callable[[str], str]
+"""Removes known secret values from text (the host passes its redactor to the bus it builds)."""
 
-    MADs may not import Turing's redactor, so these hooks are how they reach it: ``scrub``
-    removes known secret values from text, ``remember`` adds a value to the known ones.
-    Both are no-ops until Turing (or whoever owns redaction in the process) installs them.
+
+def verbatim(text: str) -> str:
+    """The redactor of a bus nobody gave one: text unchanged."""
+    return text
+
+
+@dataclass(eq=False)
+class DeliveryRules:
+    """What every delivery on one bus passes through, whatever the transport.
+
+    ``gates`` refuse envelopes before any handler (McNamara's quarantine); ``redact``
+    scrubs the text of a handler's exception before it becomes an error reply or a span
+    event. Both are given by whoever builds the bus, never swapped in globally.
     """
 
-    scrub: Callable[[str], str] = staticmethod(lambda text: text)
-    remember: Callable[[str], None] = staticmethod(lambda value: None)
+    gates: list[Gate] = field(default_factory=list)
+    redact: Redact = verbatim
 
 
-def scrub_structure(value: object, scrub: Callable[[str], str] | None = None) -> object:
-    """``value`` with ``scrub`` (default :attr:`ErrorHook.scrub`) applied to every string in nested
-    dicts (keys too), lists and tuples."""
-    fn = scrub if scrub is not None else ErrorHook.scrub
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, dict):
-        return {scrub_structure(k, fn): scrub_structure(v, fn) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(scrub_structure(v, fn) for v in value)
-    return value
-
-
-def describe_exception(exc: BaseException) -> ErrorInfo:
+def describe_exception(exc: BaseException, redact: Redact = verbatim) -> ErrorInfo:
     """An error reply for a handler that raised: the type and a bounded, scrubbed message."""
-    text = ErrorHook.scrub(str(exc))[:500]
+    text = redact(str(exc))[:500]
     return ErrorInfo(code="handler_error", message=f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
@@ -203,21 +200,19 @@ class Subscription(ABC):
 class Bus(ABC):
     """Publish, subscribe, request/reply with deadlines, wiretap, close."""
 
-    _gates: list[Gate] | None = None
+    rules: DeliveryRules
+    """Set by each transport's constructor (``redact=`` argument); passed to :func:`run_handler`."""
 
     @property
     def gates(self) -> list[Gate]:
-        """Delivery gates of this bus instance; transports pass them to :func:`run_handler`."""
-        if self._gates is None:
-            self._gates = []
-        return self._gates
+        return self.rules.gates
 
     def add_gate(self, gate: Gate) -> None:
-        self.gates.append(gate)
+        self.rules.gates.append(gate)
 
     def remove_gate(self, gate: Gate) -> None:
-        if gate in self.gates:
-            self.gates.remove(gate)
+        if gate in self.rules.gates:
+            self.rules.gates.remove(gate)
 
     @abstractmethod
     async def start(self) -> None:
@@ -310,7 +305,7 @@ async def run_handler(
     spec: SubscriptionSpec,
     envelope: Envelope,
     stats: Counters,
-    gates: Sequence[Gate] = (),
+    rules: DeliveryRules | None = None,
     *,
     observed: bool = False,
 ) -> Envelope | None:
@@ -322,12 +317,14 @@ async def run_handler(
     the inner call); with it off, the flag check is all it costs.
     """
     if _tracing.ACTIVE and not observed:
-        return await _tracing.observe(spec, envelope, stats, gates, run_handler)
+        return await _tracing.observe(spec, envelope, stats, rules, run_handler)
+    if rules is None:
+        rules = _NO_RULES
     is_request = envelope.kind is Kind.REQUEST
     if is_request and envelope.expired():
         stats.expired_requests_dropped += 1
         return None
-    for gate in gates:
+    for gate in rules.gates:
         refusal = gate(envelope)
         if refusal is not None:
             stats.rejected += 1
@@ -347,9 +344,11 @@ async def run_handler(
     except Exception as exc:
         stats.handler_errors += 1
         if _tracing.ACTIVE:
-            _tracing.record_exception(exc, ErrorHook.scrub)
+            _tracing.record_exception(exc, rules.redact)
         log.warning("handler for %s failed on %s: %s", spec.pattern, envelope.id, type(exc).__name__)
-        return envelope.error_reply(describe_exception(exc), sender=_sender_for(spec, envelope)) if is_request else None
+        if not is_request:
+            return None
+        return envelope.error_reply(describe_exception(exc, rules.redact), sender=_sender_for(spec, envelope))
     if not is_request:
         return None
     if result is None:
@@ -361,6 +360,9 @@ async def run_handler(
         stats.late_replies_dropped += 1
         return None
     return result
+
+
+_NO_RULES = DeliveryRules()
 
 
 def _each(observer: Observer) -> BatchObserver:

@@ -34,13 +34,16 @@ from bus.base import (
     BusStats,
     Counters,
     DeadlineExceeded,
+    DeliveryRules,
     Handler,
+    Redact,
     Subscription,
     SubscriptionSpec,
     check_tap_args,
     new_spec,
     no_route,
     run_handler,
+    verbatim,
 )
 from bus.contract import Contract
 from bus.envelope import Envelope, Kind
@@ -82,7 +85,7 @@ class _MemorySubscription(Subscription):
             item = await get()
             self.busy += 1
             try:
-                reply = await run_handler(spec, item, stats, bus._gates or ())
+                reply = await run_handler(spec, item, stats, bus.rules)
                 if reply is not None and not bus._publish_nowait(reply):
                     await bus._publish(reply)
             except Exception:
@@ -167,7 +170,8 @@ class _Tap(Subscription):
 class InMemoryBus(Bus):
     """A bus inside one process: bounded mailboxes, deadlines, a wiretap."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, redact: Redact = verbatim) -> None:
+        self.rules = DeliveryRules(redact=redact)
         self._exact: dict[str, list[_MemorySubscription]] = {}
         self._patterns: list[_MemorySubscription] = []
         self._taps: list[_Tap] = []

@@ -107,10 +107,17 @@ def disable_metrics() -> None:
     _refresh_tracing()
 
 
-def _refresh_tracing() -> None:
-    from bus import tracing
+_on_toggle: list[Callable[[], None]] = []
+"""Called whenever metrics are switched on or off (:mod:`bus.tracing` recomputes its one delivery flag)."""
 
-    tracing.refresh()
+
+def on_toggle(listener: Callable[[], None]) -> None:
+    _on_toggle.append(listener)
+
+
+def _refresh_tracing() -> None:
+    for listener in _on_toggle:
+        listener()
 
 
 def observe_bus(bus: Bus, name: str = "main") -> None:

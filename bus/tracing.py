@@ -7,7 +7,7 @@ request that goes gateway → grace → fiedler → LLM is one trace, in one pro
 across several on Redis (the context is plain JSON in the envelope).
 
 Off by default and then free: the delivery path reads one module flag (:data:`ACTIVE`)
-and touches nothing of OpenTelemetry. :mod:`mads.telemetry` turns it on with a tracer
+and touches nothing of OpenTelemetry. :mod:`mads.core.telemetry` turns it on with a tracer
 provider; tests pass their own provider, so the process-wide one is never needed here.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,7 +29,7 @@ from bus import metrics
 from bus.envelope import CommandPart, Envelope, ErrorInfo, Kind, TraceContext
 
 if TYPE_CHECKING:
-    from bus.base import Counters, Gate, SubscriptionSpec
+    from bus.base import Counters, DeliveryRules, SubscriptionSpec
 
 TRACER_NAME = "mad-bus"
 MESSAGING_SYSTEM = "mad-bus"
@@ -53,7 +53,7 @@ class Deliver(Protocol):
         spec: SubscriptionSpec,
         envelope: Envelope,
         stats: Counters,
-        gates: Sequence[Gate] = (),
+        rules: DeliveryRules | None = None,
         *,
         observed: bool = False,
     ) -> Awaitable[Envelope | None]: ...
@@ -78,6 +78,9 @@ def refresh() -> None:
     """Recompute :data:`ACTIVE` after tracing or delivery metrics were switched."""
     global ACTIVE
     ACTIVE = TRACING or metrics.ENABLED
+
+
+metrics.on_toggle(refresh)
 
 
 def current_trace() -> TraceContext | None:
@@ -127,14 +130,14 @@ def delivery_attributes(envelope: Envelope) -> dict[str, AttributeValue]:
 
 
 async def observe(
-    spec: SubscriptionSpec, envelope: Envelope, stats: Counters, gates: Sequence[Gate], deliver: Deliver
+    spec: SubscriptionSpec, envelope: Envelope, stats: Counters, rules: DeliveryRules | None, deliver: Deliver
 ) -> Envelope | None:
     """Run one delivery inside a span (child of the envelope's trace) and time it for the latency histogram."""
     tracer = _tracer if TRACING and not envelope.recipient.startswith(UNTRACED_PREFIXES) else None
     timed = metrics.ENABLED and envelope.kind is Kind.REQUEST
     started = time.perf_counter() if timed else 0.0
     if tracer is None:
-        result = await deliver(spec, envelope, stats, gates, observed=True)
+        result = await deliver(spec, envelope, stats, rules, observed=True)
     else:
         with tracer.start_as_current_span(
             f"handle {envelope.recipient}",
@@ -144,7 +147,7 @@ async def observe(
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            result = await deliver(spec, envelope, stats, gates, observed=True)
+            result = await deliver(spec, envelope, stats, rules, observed=True)
             if result is not None and result.kind is Kind.ERROR and result.error is not None:
                 _mark_error(span, result.error.code)
     if timed:

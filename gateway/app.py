@@ -1,6 +1,6 @@
 """The gateway: one aiohttp application in front of the bus — JSON API, stream socket, chat page.
 
-Started by :class:`mads.host.Host` in the process where Grace runs. ``start`` opens
+Composed with the host by the entry point (:mod:`mad_ecosystem.app`) in the process where Grace runs. ``start`` opens
 the auth store, binds (port 0 picks a free port), prints the first-run login link if
 nobody can sign in yet, and returns the real URL; ``stop`` stops accepting, lets
 in-flight requests finish (up to the ecosystem's drain timeout, then answers them
@@ -23,12 +23,13 @@ from gateway.bootstrap import first_run, issue_token
 from gateway.drain import DRAIN_KEY, Drain, drain_middleware
 from gateway.errors import MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
-from gateway.redaction import redaction_middleware
+from gateway.redaction import REDACTOR_KEY, redaction_middleware
 from gateway.routes import alerts, api, metrics, pages, session, stream
 from gateway.security_headers import set_security_headers
 from gateway.state import STATE_KEY, GatewayState
-from mads.directory import Directory
-from mads.settings import Settings
+from mads.core.directory import Directory
+from mads.core.redaction import SecretRedactor
+from mads.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ SOCKET_FLUSH_TIMEOUT = 2.0
 
 
 class Gateway:
-    def __init__(self, settings: Settings, bus: Bus, directory: Directory, data_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, bus: Bus, directory: Directory, data_dir: Path, redactor: SecretRedactor
+    ) -> None:
         self.settings = settings
+        self.redactor = redactor
         self.data_dir = data_dir
         self.drain = Drain()
         self.state = GatewayState(
@@ -61,6 +65,7 @@ class Gateway:
         app[STATE_KEY] = self.state
         app[DRAIN_KEY] = self.drain
         app[AUTH_KEY] = self.auth
+        app[REDACTOR_KEY] = self.redactor
         app.on_response_prepare.append(set_security_headers)
         for table in (api.routes, session.routes, alerts.routes, metrics.routes, stream.routes, pages.routes):
             app.add_routes(table)

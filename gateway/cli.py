@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _audit(data_dir: Path, event_type: str, action: str, details: dict[str, JsonValue]) -> None:
     """Append one record to McNamara's trail directly (the ecosystem may not be running)."""
-    from mads.mcnamara.audit_trail import AuditError, AuditEvent, AuditOutcome, AuditTrail
+    from mads.core.audit_trail import AuditError, AuditEvent, AuditOutcome, AuditTrail
 
     trail = AuditTrail(audit_db_path(data_dir))
     try:

@@ -27,9 +27,10 @@ from gateway.drain import Drain
 from gateway.errors import ApiError
 from gateway.principal import user_address
 from gateway.schemas import MessageResult, ReplyBody
+from mads.core import names
 
-GRACE = "grace"
-ROGERS = "rogers"
+GRACE = names.GRACE
+ROGERS = names.ROGERS
 CALL_TIMEOUT = 30.0
 
 _STATUS_BY_CODE = {

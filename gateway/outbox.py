@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from bus.envelope import Envelope
 from bus.topics import StreamDelta
 from gateway.redaction import scrub_frame
+from mads.core.redaction import SecretRedactor
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ OUTBOX_DELTAS = 256
 class Outbox:
     """Frames waiting for one socket: deltas bounded and droppable, control frames always kept."""
 
-    def __init__(self, max_deltas: int = OUTBOX_DELTAS) -> None:
+    def __init__(self, redactor: SecretRedactor, max_deltas: int = OUTBOX_DELTAS) -> None:
+        self.redactor = redactor
         self.max_deltas = max_deltas
         self._frames: collections.deque[tuple[bool, dict[str, Any]]] = collections.deque()
         self._deltas = 0
@@ -68,14 +70,15 @@ class Outbox:
                     message = f"{dropped} stream update(s) dropped because the connection was too slow"
                     await ws.send_str(
                         scrub_frame(
-                            {"type": "notice", "code": "deltas_dropped", "dropped": dropped, "message": message}
+                            self.redactor,
+                            {"type": "notice", "code": "deltas_dropped", "dropped": dropped, "message": message},
                         )
                     )
                 droppable, frame = self._frames.popleft()
                 if droppable:
                     self._deltas -= 1
                 try:
-                    await ws.send_str(scrub_frame(frame))
+                    await ws.send_str(scrub_frame(self.redactor, frame))
                 except ConnectionError:
                     return
             self._ready.clear()

@@ -2,7 +2,8 @@
 
 Every MAD already scrubs what it produces, but the gateway is the one door, so it
 checks once more: every JSON, text and HTML body and every WebSocket frame passes
-through the process-wide scrub hook (installed by the host from Turing's redactor).
+through the process's redactor, which the entry point hands to the gateway
+(``app[REDACTOR_KEY]``, the one the host gave its bus and MADs).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bus.base import ErrorHook
+from mads.core.redaction import SecretRedactor
 
+REDACTOR_KEY = web.AppKey("redactor", SecretRedactor)
 _TEXTUAL = ("application/json", "text/plain", "text/html")
 
 
@@ -22,12 +24,12 @@ async def redaction_middleware(request: web.Request, handler: Any) -> web.Stream
     response = await handler(request)
     if isinstance(response, web.Response) and response.body is not None and response.content_type in _TEXTUAL:
         text = response.text
-        scrubbed = ErrorHook.scrub(text)
+        scrubbed = request.app[REDACTOR_KEY].redact(text)
         if scrubbed != text:
             response.text = scrubbed
     return response
 
 
-def scrub_frame(frame: dict[str, Any]) -> str:
+def scrub_frame(redactor: SecretRedactor, frame: dict[str, Any]) -> str:
     """A WebSocket frame as JSON text, scrubbed (deltas are scrubbed whole, not chunk by chunk)."""
-    return ErrorHook.scrub(json.dumps(frame))
+    return redactor.redact(json.dumps(frame))

@@ -10,8 +10,8 @@ from bus.base import Bus
 from gateway.drain import Drain
 from gateway.mad_client import MadClient
 from gateway.outbox import Outbox
-from mads.directory import Directory
-from mads.settings import Settings
+from mads.core.directory import Directory
+from mads.core.settings import Settings
 
 
 @dataclass

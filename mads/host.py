@@ -1,8 +1,11 @@
-"""The host: builds the bus, starts the selected MADs and the gateway, stops them cleanly.
+"""The host: builds the bus, starts the selected MADs, stops them cleanly.
 
-One process runs one host. By default it runs every MAD on the in-memory bus with
-the gateway; with ``bus = "redis://…"`` and ``mads = [...]`` several hosts split
-the MADs between processes or machines with the same code.
+One process runs one host. By default it runs every MAD on the in-memory bus; with
+``bus = "redis://…"`` and ``mads = [...]`` several hosts split the MADs between
+processes or machines with the same code. The host is the only code that names every
+MAD (through :mod:`mads.registry`); the runtime below it (:mod:`mads.core`) never
+imports a MAD, and the gateway above it is composed with it by the entry point
+(:mod:`mad_ecosystem.app`).
 """
 
 from __future__ import annotations
@@ -13,20 +16,23 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bus.base import Bus, ErrorHook
+from bus.base import Bus, Redact
 from bus.envelope import DataPart, Envelope, Kind
 from bus.memory import InMemoryBus
 from bus.topics import CONFIG_CHANGE
-from mads import config_changes, registry
-from mads.base import MAD, MadContext
-from mads.directory import Directory, PresenceAnnouncer
-from mads.settings import ConfigError, Settings, validate_mad_section
-from mads.telemetry import Telemetry
+from mads import registry
+from mads.core import config_changes, names
+from mads.core.base import MAD, MadContext
+from mads.core.directory import Directory, PresenceAnnouncer
+from mads.core.quarantine import QuarantineGate
+from mads.core.redaction import REDACTOR, SecretRedactor
+from mads.core.settings import ConfigError, Settings, validate_mad_section
+from mads.core.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 
-def make_bus(url: str, *, process: str) -> Bus:
+def make_bus(url: str, *, process: str, redact: Redact | None = None) -> Bus:
     """The transport named by the configuration.
 
     A Redis URL may carry bus settings in its query (``?prefix=prod&reclaim_idle=10``),
@@ -34,7 +40,7 @@ def make_bus(url: str, *, process: str) -> Bus:
     naming ``ecosystem.bus`` and the setting.
     """
     if url == "memory":
-        return InMemoryBus()
+        return InMemoryBus() if redact is None else InMemoryBus(redact=redact)
     from pydantic import ValidationError
 
     from bus.redis import RedisBus
@@ -42,7 +48,7 @@ def make_bus(url: str, *, process: str) -> Bus:
 
     connection, query = split_url(url)
     try:
-        return RedisBus(connection, **query)
+        return RedisBus(connection, **query) if redact is None else RedisBus(connection, redact=redact, **query)
     except ValidationError as exc:
         problems = "; ".join(
             f"ecosystem.bus: {'.'.join(str(x) for x in err['loc']) or 'query'}: {err['msg']}"
@@ -60,24 +66,17 @@ def prepare_data_dir(path: Path) -> Path:
     return path
 
 
-def install_redaction() -> None:
-    """Route every process's error scrubbing through Turing's redactor, even where Turing does not run.
-
-    Fiedler registers the provider keys it resolves, Turing the values it serves; with
-    the hooks installed at start-up, errors, audit details, stored messages and HTTP
-    responses in this process are scrubbed of all of them.
-    """
-    from mads.turing.redactor import redact, register_secret
-
-    ErrorHook.scrub = staticmethod(redact)  # type: ignore[method-assign]
-    ErrorHook.remember = staticmethod(register_secret)  # type: ignore[method-assign]
-
-
 class Host:
-    """Owns the lifecycle of the bus, the MADs of this process, the directory and the gateway."""
+    """Owns the lifecycle of the bus, the MADs of this process and the directory.
 
-    def __init__(self, settings: Settings) -> None:
+    ``redactor`` is the process's secret redactor (default: :data:`~mads.core.redaction.REDACTOR`,
+    the one the log handlers use): the bus, every MAD and whatever is composed with the host
+    (the gateway) scrub through it, and Turing feeds it.
+    """
+
+    def __init__(self, settings: Settings, *, redactor: SecretRedactor = REDACTOR) -> None:
         self.settings = settings
+        self.redactor = redactor
         self.process = f"{socket.gethostname()}-{os.getpid()}"
         self.names = registry.select(settings.ecosystem.mads)
         self.classes = {name: registry.load(name) for name in self.names}
@@ -86,19 +85,17 @@ class Host:
             for name, cls in self.classes.items()
         }
         self.data_dir = prepare_data_dir(settings.ecosystem.data_dir)
-        self.bus: Bus = make_bus(settings.ecosystem.bus, process=self.process)
+        self.bus: Bus = make_bus(settings.ecosystem.bus, process=self.process, redact=redactor.redact)
         self.mads: dict[str, MAD] = {}
         self.capabilities: dict[str, Any] = {}
         self._announcers: list[PresenceAnnouncer] = []
         self.directory = Directory(self.bus)
-        self.gateway: Any = None
-        self.url: str | None = None
-        self._quarantine: Any = None
+        self._quarantine: QuarantineGate | None = None
         self.sandbox: Any = None
         uses_sandbox = {name for name, cls in self.classes.items() if getattr(cls, "uses_sandbox", False)}
         if set(settings.sandbox.grants) & set(self.names) or uses_sandbox:
             # Imported only when needed: the sandbox pulls in wasmtime.
-            from mads.sandbox_capability import sandbox_for_host
+            from mads.core.sandbox_capability import sandbox_for_host
 
             self.sandbox = sandbox_for_host(
                 settings.sandbox, self.names, uses_sandbox, set(registry.MADS), self.data_dir
@@ -108,29 +105,27 @@ class Host:
 
     @property
     def serves_gateway(self) -> bool:
-        return "grace" in self.names
+        """The gateway runs in the process that runs Grace (she fronts the others)."""
+        return names.GRACE in self.names
 
-    def describe(self) -> str:
+    def describe(self, url: str | None = None) -> str:
         """One line for the operator: which MADs run here, on which bus (no password), gateway or not."""
         bus = self.settings.ecosystem.bus
         if bus != "memory":
             from bus.redis.settings import redacted
 
             bus = redacted(bus)
-        where = f"gateway at {self.url}" if self.url else "no gateway in this process (it runs where grace runs)"
+        where = f"gateway at {url}" if url else "no gateway in this process (it runs where grace runs)"
         return f"process {self.process} runs MADs: {', '.join(self.names) or 'none'}; bus: {bus}; {where}"
 
     async def start(self) -> None:
-        install_redaction()
         await self.bus.start()
         await self.telemetry.start(self.bus, gateway_here=self.serves_gateway)
         await self.directory.start()
         if self.sandbox is not None:
             self.sandbox.begin()  # compiles or loads in a thread while the MADs and the gateway start
-        if "mcnamara" not in self.names:
+        if names.MCNAMARA not in self.names:
             # McNamara runs elsewhere: enforce its quarantine decisions in this process too.
-            from mads.mcnamara.quarantine import QuarantineGate
-
             self._quarantine = QuarantineGate()
             await self._quarantine.follow(self.bus)
         try:
@@ -141,6 +136,7 @@ class Host:
                         data_dir=self.data_dir,
                         config=self.configs[name],
                         capabilities=self.capabilities,
+                        redactor=self.redactor,
                     )
                 )
                 if self.sandbox is not None:
@@ -152,11 +148,6 @@ class Host:
                 self._announcers.append(announcer)
                 log.info("started %s", name)
             await self._announce_config_changes()
-            if self.serves_gateway:
-                from gateway.app import Gateway
-
-                self.gateway = Gateway(self.settings, self.bus, self.directory, self.data_dir)
-                self.url = await self.gateway.start()
         except BaseException:
             await self.stop()
             raise
@@ -169,7 +160,7 @@ class Host:
         for change in changes:
             await self.bus.publish(
                 Envelope(
-                    sender="host",
+                    sender=names.HOST,
                     recipient=CONFIG_CHANGE,
                     kind=Kind.EVENT,
                     content=[DataPart(value=change.model_dump(mode="json"))],
@@ -178,9 +169,6 @@ class Host:
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight work finish, then close the bus and storage."""
-        if self.gateway is not None:
-            await self.gateway.stop()
-            self.gateway = None
         for announcer in reversed(self._announcers):
             await announcer.stop()
         self._announcers.clear()

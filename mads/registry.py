@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from mads.base import MAD
+from mads.core.base import MAD
 
 MADS: dict[str, str] = {
     "rogers": "mads.rogers:Rogers",

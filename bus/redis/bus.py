@@ -37,18 +37,22 @@ from bus.base import (
     BusStats,
     Counters,
     DeadlineExceeded,
+    DeliveryRules,
     Handler,
+    Redact,
     Subscription,
     check_tap_args,
     new_spec,
+    verbatim,
 )
 from bus.contract import Contract
-from bus.envelope import Envelope, ErrorInfo, Kind
+from bus.envelope import Envelope, Kind
 from bus.redis import lua
 from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
 from bus.redis.consumer import RedisSubscription, decode_entry
 from bus.redis.dead_letters import DeadLetter, dead_fields, parse_dead
 from bus.redis.publisher import ScriptBatcher
+from bus.redis.replies import not_running, to_requester
 from bus.redis.settings import DEFAULT_URL, INBOX_NAMESPACE, SEP, Keys, RedisBusSettings
 from bus.redis.tap import RedisTap
 
@@ -97,7 +101,15 @@ class RedisBus(Bus):
     raises naming the field). ``settings`` supplies them all at once instead.
     """
 
-    def __init__(self, url: str = DEFAULT_URL, *, settings: RedisBusSettings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        settings: RedisBusSettings | None = None,
+        redact: Redact = verbatim,
+        **overrides: Any,
+    ) -> None:
+        self.rules = DeliveryRules(redact=redact)
         base = settings.model_dump() if settings is not None else {}
         self.settings = RedisBusSettings.model_validate({**base, **overrides})
         self.url = url
@@ -590,38 +602,6 @@ class RedisBus(Bus):
             reconnects=t.reconnects,
             backpressure_waits=t.backpressure_waits,
         )
-
-
-def to_requester(reply: Envelope, request: Envelope) -> tuple[Envelope, str | None]:
-    """Address a reply bound for an inbox to the requester; return it and the inbox to route it to.
-
-    ``request()`` points ``reply_to`` at this process's inbox, so a plain reply would be
-    addressed to ``_inbox.<instance>`` — and the wiretap (Rogers) would store that
-    transport detail as a participant. The requester is the request's sender (an
-    explicit ``reply_to`` given to ``request()`` is not carried across processes).
-    """
-    if not reply.recipient.startswith(f"{INBOX_NAMESPACE}."):
-        return reply, None
-    return reply.model_copy(update={"recipient": request.sender}), reply.recipient
-
-
-def not_running(envelope: Envelope) -> Envelope:
-    """The ``no_route`` reply across processes: say the recipient is down, not just unheard.
-
-    Registrations expire ``presence_ttl`` after a process stops heartbeating, so no live
-    route means no process runs that MAD now; the caller learns it at once, by name.
-    """
-    return envelope.error_reply(
-        ErrorInfo(
-            code="no_route",
-            message=(
-                f"{envelope.recipient!r} is not running: no live process serves it on this bus "
-                "(it is down, was never started, or is restarting)"
-            ),
-            retryable=True,
-        ),
-        sender="bus",
-    )
 
 
 def _text(value: object) -> str:

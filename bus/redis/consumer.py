@@ -27,6 +27,7 @@ from bus.base import Subscription, SubscriptionSpec, run_handler
 from bus.envelope import Envelope, parse_envelope, validation_error
 from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
 from bus.redis.lua import PRECLAIM_MS, glob_to_lua, publish_args
+from bus.redis.replies import to_requester
 from bus.redis.settings import SEP
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ class RedisSubscription(Subscription):
 
     async def _handle(self, entry_id: str, envelope: Envelope, key: str) -> None:
         try:
-            reply = await run_handler(self.spec, envelope, self.bus.counters, self.bus.gates)
+            reply = await run_handler(self.spec, envelope, self.bus.counters, self.bus.rules)
             if reply is None:
                 await self.bus.finish(self.stream, self.spec.group, entry_id, key, None, envelope)
             else:
@@ -241,8 +242,6 @@ class RedisSubscription(Subscription):
 
     async def _finish_many(self, batch: list[Settled]) -> None:
         """One pipeline of settle scripts; anything not settled by it goes through ``bus.finish`` one by one."""
-        from bus.redis.bus import to_requester  # bus.py imports this module: import at call time
-
         bus, settings = self.bus, self.bus.settings
         done_ttl = int(settings.dedup_window * 1000)
         sha = bus.scripts.publish.sha

@@ -26,10 +26,11 @@ from bus.base import Bus, BusClosed, BusError
 from bus.envelope import CommandPart, DataPart, Envelope, Kind, deadline_in
 from bus.topics import AUTH, AuthEvent
 from gateway.errors import ApiError
+from mads.core import names
 
 log = logging.getLogger(__name__)
 
-MCNAMARA = "mcnamara"
+MCNAMARA = names.MCNAMARA
 SENDER = "gateway"
 RECORD_TIMEOUT = 10.0
 MAX_REMEMBERED = 10_000

@@ -18,10 +18,11 @@ from pydantic import TypeAdapter, ValidationError
 from bus.base import Bus, BusError, Subscription
 from bus.envelope import CommandPart, Envelope, Kind, deadline_in
 from bus.topics import SECURITY, SecurityAction
+from mads.core import names
 
 log = logging.getLogger(__name__)
 
-MCNAMARA = "mcnamara"
+MCNAMARA = names.MCNAMARA
 SENDER = "gateway"
 _WHEN = TypeAdapter(datetime)
 Clock = Callable[[], datetime]

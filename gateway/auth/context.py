@@ -12,7 +12,7 @@ from gateway.auth.blocklist import BlockList
 from gateway.auth.ratelimit import RateLimiter
 from gateway.auth.sessions import SessionStore, cookie_name
 from gateway.auth.store import AuthStore
-from mads.settings import GatewaySection
+from mads.core.settings import GatewaySection
 
 
 @dataclass

@@ -63,7 +63,7 @@ def client_ip(request: web.Request) -> str:
 
 def rate_limited(scope: str, retry_after: int) -> ApiError:
     with contextlib.suppress(ImportError):
-        from mads.telemetry import record_rate_limit_hit
+        from mads.core.telemetry import record_rate_limit_hit
 
         record_rate_limit_hit(scope)
     return ApiError(

@@ -19,7 +19,7 @@ import aiosqlite
 from pydantic import BaseModel, ConfigDict
 
 from gateway.auth.tokens import load_pepper, new_token, token_hash, well_formed
-from mads.sqlite import Migration, migrate, open_db
+from mads.core.sqlite import Migration, migrate, open_db
 
 Role = Literal["user", "operator"]
 Clock = Callable[[], datetime]
@@ -30,8 +30,9 @@ AUTH_DB = "auth.db"
 PEPPER_FILE = "token_pepper"
 
 _MIGRATIONS: tuple[Migration, ...] = (
-    (
+    Migration(
         1,
+        "tokens",
         """
         CREATE TABLE principals (
             name TEXT PRIMARY KEY,
@@ -51,7 +52,7 @@ _MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
-SCHEMA_VERSION = _MIGRATIONS[-1][0]
+SCHEMA_VERSION = _MIGRATIONS[-1].version
 
 
 def _utcnow() -> datetime:

@@ -8,8 +8,9 @@ from pydantic import JsonValue
 from gateway.principal import principal_of, require_operator
 from gateway.schemas import AlertList, AlertsQuery, EmptyBody, alert_id, read_body, read_query
 from gateway.state import state_of
+from mads.core import names
 
-MCNAMARA = "mcnamara"
+MCNAMARA = names.MCNAMARA
 routes = web.RouteTableDef()
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics (text exposition format) from :mod:`mads.telemetry`, for authenticated scrapers."""
+"""Prometheus metrics (text exposition format) from :mod:`mads.core.telemetry`, for authenticated scrapers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ routes = web.RouteTableDef()
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     try:
-        from mads.telemetry import prometheus_text
+        from mads.core.telemetry import prometheus_text
     except ImportError:
         raise ApiError(503, "metrics_unavailable", "metrics are not available in this build") from None
     text = prometheus_text()

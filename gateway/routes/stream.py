@@ -28,6 +28,7 @@ from bus.topics import stream_topic
 from gateway.errors import ApiError, error_body
 from gateway.outbox import Outbox
 from gateway.principal import principal_of
+from gateway.redaction import REDACTOR_KEY
 from gateway.schemas import MessageFrame, conversation_id
 from gateway.state import GatewayState, state_of
 
@@ -119,7 +120,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             426, "websocket_required", "this endpoint speaks WebSocket only; open it with a WebSocket client"
         )
     await state.client.conversation(cid, principal=principal)
-    outbox = Outbox()
+    outbox = Outbox(request.app[REDACTOR_KEY])
     subscription = await state.bus.subscribe(stream_topic(cid), outbox.on_stream, group=f"ws:{id(ws)}", concurrency=1)
     session = Session(state, cid, principal, outbox)
     pump: asyncio.Task[None] | None = None

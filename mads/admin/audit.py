@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from mads.admin.cli import AddCommon, CliError, add_command, data_dir_of, exit_code, settings_from
-from mads.mcnamara.audit_trail import AuditError, AuditRecord, AuditTrail, ChainHead, canonical_json
+from mads.core import names
+from mads.core.audit_trail import AuditError, AuditRecord, AuditTrail, ChainHead, canonical_json
 from mads.mcnamara.store import SecurityStore
 
 MAX_TAIL = 100_000
@@ -30,7 +31,7 @@ MAX_TAIL = 100_000
 
 def mcnamara_dir(data_dir: Path) -> Path:
     """Where McNamara keeps its files (``audit.db``, ``security.db``): the MAD's own data directory."""
-    return data_dir / "mcnamara"
+    return data_dir / names.MCNAMARA
 
 
 def _count(text: str) -> int:

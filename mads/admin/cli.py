@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mads import registry
-from mads.settings import ConfigError, Settings, load_settings
+from mads.core import names
+from mads.core.settings import ConfigError, Settings, load_settings
 
 AddCommon = Callable[[argparse.ArgumentParser], None]
 """``ecosystem.py``'s adder of the options every command accepts (``--config``, ``--data-dir``)."""
@@ -85,4 +86,4 @@ def data_dir_of(settings: Settings) -> Path:
 
 def audit_db_path(data_dir: Path) -> Path:
     """Where McNamara keeps its trail (the same default the McNamara MAD uses)."""
-    return data_dir / "mcnamara" / "audit.db"
+    return data_dir / names.MCNAMARA / "audit.db"

@@ -24,8 +24,9 @@ from typing import Any
 from pydantic import JsonValue
 
 from mads.admin.cli import AddCommon, CliError, add_command, audit_db_path, data_dir_of, exit_code, settings_from
-from mads.mcnamara.audit_trail import AuditError, AuditEvent, AuditOutcome, AuditTrail
-from mads.settings import validate_mad_section
+from mads.core import names
+from mads.core.audit_trail import AuditError, AuditEvent, AuditOutcome, AuditTrail
+from mads.core.settings import validate_mad_section
 from mads.turing.barrier import MIN_PASSPHRASE_LEN, TuringError
 from mads.turing.policy import AccessDenied, Capability
 from mads.turing.schemas import OPERATOR, ROTATE_PATH, TuringConfig
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> tuple[TuringConfig, Path]:
     settings = settings_from(args)
-    config = validate_mad_section("turing", TuringConfig, settings.section("turing"))
+    config = validate_mad_section(names.TURING, TuringConfig, settings.section(names.TURING))
     assert isinstance(config, TuringConfig)
     return config, data_dir_of(settings)
 

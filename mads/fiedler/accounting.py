@@ -12,10 +12,14 @@ from pathlib import Path
 
 import aiosqlite
 
+from mads.core.sqlite import Migration, migrate, open_db
 from mads.fiedler.schemas import UsageReport, UsageTotals
-from mads.sqlite import open_db
 
-SCHEMA = """
+MIGRATIONS = (
+    Migration(
+        1,
+        "usage",
+        """
 CREATE TABLE IF NOT EXISTS usage (
     caller TEXT NOT NULL,
     conversation_id TEXT NOT NULL,
@@ -26,8 +30,15 @@ CREATE TABLE IF NOT EXISTS usage (
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (caller, conversation_id, model)
+);
+""",
+    ),
 )
-"""
+
+
+class LedgerError(Exception):
+    """The usage database cannot be opened at this code's schema."""
+
 
 UPSERT = """
 INSERT INTO usage (caller, conversation_id, model, calls, failed_calls, input_tokens, output_tokens, cost_usd)
@@ -69,8 +80,7 @@ class Ledger:
 
     async def open(self) -> None:
         self._db = await open_db(self.path, autocommit=False)
-        await self._db.execute(SCHEMA)
-        await self._db.commit()
+        await migrate(self._db, MIGRATIONS, error=LedgerError, label="usage")
         self.total = _totals(await self._one(f"SELECT {SUMS} FROM usage"))
         self.per_mad = await self._grouped("caller")
         self.per_model = await self._grouped("model")

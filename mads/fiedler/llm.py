@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from bus.base import ErrorHook
+from bus.base import Redact, verbatim
 from mads.fiedler.registry import Registry
 from mads.fiedler.schemas import ModelSpec, ToolCallOut
 
@@ -100,8 +100,9 @@ class _ToolCallBuilder:
 class LLMClient:
     """Chat completions over a registry, through litellm's Router."""
 
-    def __init__(self, registry: Registry, *, retries: int, retry_after: float) -> None:
+    def __init__(self, registry: Registry, *, retries: int, retry_after: float, redact: Redact = verbatim) -> None:
         self.registry = registry
+        self.redact = redact
         self.retries = retries
         self.retry_after = retry_after
         self._routers: dict[tuple[str, ...], Any] = {}
@@ -136,7 +137,7 @@ class LLMClient:
         except LLMError:
             raise
         except Exception as exc:
-            raise classify(litellm, exc, spec, keys) from None
+            raise classify(litellm, exc, spec, keys, self.redact) from None
 
     def _router(self, litellm: ModuleType, chain: list[ModelSpec], keys: dict[str, str | None]) -> Any:
         digest = hashlib.sha256(json.dumps([keys.get(s.name) for s in chain]).encode()).hexdigest()
@@ -260,7 +261,7 @@ def cost_usd(spec: ModelSpec, input_tokens: int, output_tokens: int) -> float:
 _SECRETISH = re.compile(r"(sk|key|token)[-_A-Za-z0-9]{8,}", re.IGNORECASE)
 
 
-def scrub(text: str, keys: dict[str, str | None]) -> str:
+def scrub(text: str, keys: dict[str, str | None], redact: Redact = verbatim) -> str:
     """First line of a provider message, bounded, with every known key and key-like token removed."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     for key in keys.values():
@@ -268,7 +269,7 @@ def scrub(text: str, keys: dict[str, str | None]) -> str:
             line = line.replace(key, "[redacted]")
     line = _SECRETISH.sub("[redacted]", line)
     line = re.sub(r"^litellm\.\w+:\s*", "", line)
-    return ErrorHook.scrub(line)[:300]
+    return redact(line)[:300]
 
 
 def _is_bad_json(exc: BaseException) -> bool:
@@ -280,10 +281,12 @@ def _is_bad_json(exc: BaseException) -> bool:
     return "Expecting value" in str(exc) or "JSONDecodeError" in str(exc) or "Unterminated string" in str(exc)
 
 
-def classify(litellm: ModuleType, exc: Exception, spec: ModelSpec, keys: dict[str, str | None]) -> LLMError:
+def classify(
+    litellm: ModuleType, exc: Exception, spec: ModelSpec, keys: dict[str, str | None], redact: Redact = verbatim
+) -> LLMError:
     """Map a litellm/openai exception to a stable code and a short message naming the model, never the key."""
     where = f"model {spec.name!r} ({spec.model})"
-    detail = scrub(str(exc), keys)
+    detail = scrub(str(exc), keys, redact)
     if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
         return LLMError("llm_auth_failed", f"{where}: the provider rejected the API key; check its key source")
     if isinstance(exc, litellm.RateLimitError):

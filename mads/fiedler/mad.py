@@ -22,9 +22,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import JsonValue
 
-from bus.base import ErrorHook, scrub_structure
 from bus.topics import LLM_CALL, StreamDelta
-from mads.base import MAD, MadContext, ToolFailure
+from mads.core import names
+from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.imperator import publish_stream
+from mads.core.tools import Call, tool
 from mads.fiedler.accounting import Ledger
 from mads.fiedler.keys import KeyUnavailable
 from mads.fiedler.llm import Completion, LLMClient, LLMError, cost_usd, load_litellm
@@ -41,16 +43,14 @@ from mads.fiedler.schemas import (
     UsageArgs,
     UsageReport,
 )
-from mads.imperator import publish_stream
-from mads.tools import Call, tool
 
 TRACER_NAME = "mads.fiedler"
 SECRET_TOOL = "get"
 SECRET_TIMEOUT = 10.0
 
 
-class Fiedler(MAD):
-    name = "fiedler"
+class Fiedler(MAD[FiedlerConfig]):
+    name = names.FIEDLER
     description = "Routes every LLM call: model registry, retries and fallbacks, token and cost accounting."
     role_prompt = (
         "You answer questions about the ecosystem's language models and their usage. "
@@ -60,10 +60,13 @@ class Fiedler(MAD):
 
     def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
         super().__init__(ctx, instance=instance)
-        config = ctx.config
-        self.config = config if isinstance(config, FiedlerConfig) else FiedlerConfig.model_validate(config.model_dump())
         self.registry = Registry.build(self.config)
-        self.client = LLMClient(self.registry, retries=self.config.retries, retry_after=self.config.retry_after)
+        self.client = LLMClient(
+            self.registry,
+            retries=self.config.retries,
+            retry_after=self.config.retry_after,
+            redact=self.redactor.redact,
+        )
         self.ledger = Ledger(self.data_dir / "usage.db", self.config.conversation_cache)
         self._warmup: asyncio.Task[object] | None = None
         """litellm's import takes seconds: it starts in the background at start-up, not on the first call."""
@@ -86,15 +89,19 @@ class Fiedler(MAD):
                 await self._warmup
         await self.ledger.close()
 
+    def _scrubbed(self, values: list[dict[str, JsonValue]]) -> list[dict[str, JsonValue]]:
+        """Messages (or tool definitions) with every known secret value replaced by [REDACTED]."""
+        return cast("list[dict[str, JsonValue]]", self.redactor.redact_structure(values))
+
     def _remember_env_keys(self) -> None:
         """Provider keys in the environment are secrets too: the redactor learns them before any call."""
         for spec in self.registry.models:
             value = os.environ.get(spec.api_key_env) if spec.api_key_env else None
             if value:
-                ErrorHook.remember(value)
+                self.redactor.register(value)
 
     async def _read_secret(self, path: str) -> JsonValue:
-        return await self.call("turing", SECRET_TOOL, {"path": path}, timeout=SECRET_TIMEOUT)
+        return await self.call(names.TURING, SECRET_TOOL, {"path": path}, timeout=SECRET_TIMEOUT)
 
     # ---- tools ---------------------------------------------------------------------------
 
@@ -109,12 +116,12 @@ class Fiedler(MAD):
         except UnknownModel as exc:
             raise ToolFailure("unknown_model", str(exc)) from None
         chain, keys = await self._resolve_keys(spec)
-        messages = _scrubbed([m.model_dump(mode="json", exclude_none=True) for m in args.messages])
-        tools = _scrubbed(args.tools) if args.tools else args.tools
+        messages = self._scrubbed([m.model_dump(mode="json", exclude_none=True) for m in args.messages])
+        tools = self._scrubbed(args.tools) if args.tools else args.tools
 
         async def on_delta(text: str) -> None:
             assert args.stream_topic is not None
-            delta = StreamDelta(mad=caller, text=ErrorHook.scrub(text))
+            delta = StreamDelta(mad=caller, text=self.redactor.redact(text))
             await publish_stream(self, args.stream_topic, delta, conversation_id)
 
         started = time.perf_counter()
@@ -169,14 +176,14 @@ class Fiedler(MAD):
                     raise ToolFailure("llm_key_unavailable", f"model {spec.name!r}: {exc}") from None
                 continue
             if key:
-                ErrorHook.remember(key)
+                self.redactor.register(key)
             keys[candidate.name] = key
             chain.append(candidate)
         return chain, keys
 
     def _result(self, done: Completion) -> ChatResult:
         """The reply as published: a model that repeats a known secret does not get it onto the bus."""
-        scrub = ErrorHook.scrub
+        scrub = self.redactor.redact
         return ChatResult(
             model=done.answered_by.name,
             content=scrub(done.content) if done.content else done.content,
@@ -218,11 +225,6 @@ class Fiedler(MAD):
             error_code=error_code,
         )
         await self.emit(LLM_CALL, event.model_dump(mode="json"), conversation_id=conversation_id)
-
-
-def _scrubbed(values: list[dict[str, JsonValue]]) -> list[dict[str, JsonValue]]:
-    """Messages (or tool definitions) with every known secret value replaced by [REDACTED]."""
-    return cast("list[dict[str, JsonValue]]", scrub_structure(values))
 
 
 def _wire_model(spec: ModelSpec) -> str:

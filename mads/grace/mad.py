@@ -28,8 +28,11 @@ from bus.envelope import (
     ProsePart,
 )
 from bus.topics import PARTICIPANTS_MEDIA_TYPE, StreamDelta, stream_topic
-from mads.base import MAD, MadContext, ThoughtOutcome, ToolFailure
-from mads.directory import Directory
+from mads.core import names
+from mads.core.base import MAD, MadContext, ThoughtOutcome, ToolFailure
+from mads.core.directory import Directory
+from mads.core.imperator import publish_stream
+from mads.core.tools import Call, tool
 from mads.grace.commands import (
     CommandSyntaxError,
     HelpCommand,
@@ -40,16 +43,14 @@ from mads.grace.commands import (
     parse,
 )
 from mads.grace.schemas import GraceConfig, HandoffArgs, ListMadsArgs, MadList, MadSummary
-from mads.imperator import publish_stream
-from mads.tools import Call, tool
 
 
 def _error_part(error: ErrorInfo) -> DataPart:
     return DataPart(media_type=ERROR_MEDIA_TYPE, value=error.model_dump(mode="json"))
 
 
-class Grace(MAD):
-    name = "grace"
+class Grace(MAD[GraceConfig]):
+    name = names.GRACE
     description = (
         "The person's interface to the ecosystem: answers them, runs their /commands, "
         "and hands the conversation to the MAD best placed to help."
@@ -64,8 +65,6 @@ class Grace(MAD):
 
     def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
         super().__init__(ctx, instance=instance)
-        config = ctx.config
-        self.config = config if isinstance(config, GraceConfig) else GraceConfig.model_validate(config.model_dump())
         self.directory = Directory(self.bus)
         self._participants: dict[str, list[str]] = {}
         """Per request being handled (by envelope id): the MADs that took part so far, in order."""
@@ -107,7 +106,7 @@ class Grace(MAD):
             took_part.append(mad)
 
     async def think(self, envelope: Envelope) -> ThoughtOutcome:
-        self._note(envelope, "fiedler")
+        self._note(envelope, names.FIEDLER)
         return await super().think(envelope)
 
     async def _stream(self, envelope: Envelope, delta: StreamDelta) -> None:

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
-from mads.base import MAD, MadContext
+from mads.core import names
+from mads.core.base import MAD, MadContext
+from mads.core.tools import Call, Tool, tool
 from mads.hopper.schemas import RunTestsResult, run_tests_args_model
-from mads.tools import Call, make_tool, tool
 from sandbox import RunResult
 
 if TYPE_CHECKING:
-    from mads.sandbox_capability import SandboxCapability
+    from mads.core.sandbox_capability import SandboxCapability
 
 DRIVER = Path(__file__).with_name("unittest_driver.py").read_text(encoding="utf-8")
 MARKER = "@@hopper-run-tests@@"
@@ -30,7 +31,7 @@ class NoArgs(BaseModel):
 
 
 class Hopper(MAD):
-    name = "hopper"
+    name = names.HOPPER
     description = "The software engineer: writes Python and runs it (and its tests) in the WASM sandbox."
     role_prompt = (
         "You write and run code. Use run_python to execute Python 3.12 (stdlib only) in a fresh sandbox with "
@@ -50,8 +51,7 @@ class Hopper(MAD):
             async def run_tests(args: BaseModel, call: Call) -> RunTestsResult:
                 return await self.run_tests(call, **args.model_dump())
 
-            run_tests.__annotations__ = {"args": args_model, "call": Call, "return": RunTestsResult}
-            self.add_tool(make_tool("run_tests", RUN_TESTS_DESCRIPTION, run_tests))
+            self.add_tool(Tool.from_model("run_tests", RUN_TESTS_DESCRIPTION, args_model, run_tests))
 
     @property
     def capability(self) -> SandboxCapability | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from mads.sandbox_capability import limits_model
+from mads.core.sandbox_capability import limits_model
 from sandbox import LimitHit, LimitMaxima
 
 

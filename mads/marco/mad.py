@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import BaseModel
 
 from bus.topics import URL_REFUSED
-from mads.base import MAD, MadContext, ToolFailure
+from mads.core import names
+from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.sandbox_capability import publish_limit
+from mads.core.tools import Call, Tool
 from mads.marco.fetch import HTML_TYPES, FetchFailed, FetchLimits, RefusedHop, SafeFetcher
 from mads.marco.pinned_resolver import Resolve, system_resolver
 from mads.marco.schemas import BrowseResult, MarcoConfig, UrlRefusedEvent, browse_args_model
 from mads.marco.url_policy import UrlPolicy, redact
-from mads.sandbox_capability import publish_limit
-from mads.tools import Call, make_tool
 from sandbox import HtmlExtractionError, PageExtract
 
 if TYPE_CHECKING:
-    from mads.sandbox_capability import SandboxCapability
+    from mads.core.sandbox_capability import SandboxCapability
 
 BROWSE_DESCRIPTION = (
     "Fetch a public http(s) web page and read it: returns the final URL after redirects, the HTTP status, "
@@ -28,8 +29,8 @@ BROWSE_DESCRIPTION = (
 _LIMIT_IN_MESSAGE = re.compile(r"limit_hit=(timeout|fuel|memory|output)\b")
 
 
-class Marco(MAD):
-    name = "marco"
+class Marco(MAD[MarcoConfig]):
+    name = names.MARCO
     description = "The web explorer: fetches public web pages safely and reads them (parsing runs in the sandbox)."
     role_prompt = (
         "Use browse to read web pages the person mentions or that you need; follow links with further browse "
@@ -41,14 +42,7 @@ class Marco(MAD):
 
     def __init__(self, ctx: MadContext, *, instance: str | None = None, resolve: Resolve | None = None) -> None:
         super().__init__(ctx, instance=instance)
-        config = ctx.config
-        self.config = config if isinstance(config, MarcoConfig) else MarcoConfig.model_validate(config.model_dump())
-        capability = self.capability
-        policy = (
-            UrlPolicy.from_config(capability.section.allow_hosts, capability.section.allow_private)
-            if capability is not None
-            else UrlPolicy()
-        )
+        policy = UrlPolicy.from_config(self.config.allow_hosts, self.config.allow_private)
         self.fetcher = SafeFetcher(
             policy, resolve or system_resolver(self.config.static_hosts), user_agent=self.config.user_agent
         )
@@ -57,9 +51,7 @@ class Marco(MAD):
         async def browse(args: BaseModel, call: Call) -> BrowseResult:
             return await self.browse(call, **args.model_dump())
 
-        # The argument model depends on configuration, so make_tool must see it rather than BaseModel.
-        browse.__annotations__ = {"args": args_model, "call": Call, "return": BrowseResult}
-        self.add_tool(make_tool("browse", BROWSE_DESCRIPTION, browse))
+        self.add_tool(Tool.from_model("browse", BROWSE_DESCRIPTION, args_model, browse))
 
     @property
     def capability(self) -> SandboxCapability | None:

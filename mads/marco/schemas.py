@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, ValidationError, create_model, field_validator
 
+from mads.marco.url_policy import parse_allow_entry
 from sandbox.html_extract import ExtractRequest, Link, SelectedElement
 
 KiB = 1024
@@ -11,7 +12,8 @@ MiB = 1024 * KiB
 
 
 class MarcoConfig(BaseModel):
-    """``[marco]``: fetch budgets. The SSRF allowlist lives in ``[sandbox] allow_hosts`` / ``allow_private``."""
+    """``[marco]``: fetch budgets, and the operator's exceptions to the SSRF rules (``allow_hosts``,
+    ``allow_private``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -27,6 +29,20 @@ class MarcoConfig(BaseModel):
         default_factory=dict,
         description="names resolved without DNS, like /etc/hosts; the addresses still face the SSRF rules",
     )
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts, IPs or CIDRs (optionally :port) Marco may fetch although they are not public",
+    )
+    allow_private: bool = Field(
+        default=False, description="let Marco fetch any non-public address except cloud metadata (dev only)"
+    )
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _allow_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_allow_entry(entry)
+        return value
 
     @field_validator("static_hosts")
     @classmethod

@@ -1,7 +1,7 @@
 """Which URLs and addresses Marco may fetch: the SSRF rules, with no I/O (stdlib only).
 
 A URL must be http(s), carry no credentials, and every address its host resolves to must be
-public, unless the operator allowlisted it (``[sandbox] allow_hosts``). Loopback, private,
+public, unless the operator allowlisted it (``[marco] allow_hosts``). Loopback, private,
 link-local, CGNAT, multicast, reserved, unspecified and cloud-metadata ranges are refused,
 also when they hide inside IPv6 (IPv4-mapped, IPv4-compatible, 6to4, Teredo, NAT64).
 """
@@ -139,7 +139,7 @@ def classify(address: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class UrlPolicy:
-    """The operator's exceptions to the SSRF rules (``[sandbox] allow_hosts`` / ``allow_private``)."""
+    """The operator's exceptions to the SSRF rules (``[marco] allow_hosts`` / ``allow_private``)."""
 
     allow: tuple[AllowEntry, ...] = ()
     allow_private: bool = False

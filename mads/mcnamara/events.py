@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from bus.base import ErrorHook
+from bus.base import Redact
 from bus.envelope import Envelope, field_errors
 from bus.topics import (
     ALERT,
@@ -33,7 +33,7 @@ from bus.topics import (
     ToolCallEvent,
     ValidationFailure,
 )
-from mads.mcnamara.audit_trail import AuditEvent, AuditEventType, AuditOutcome, canonical_json
+from mads.core.audit_trail import AuditEvent, AuditEventType, AuditOutcome, canonical_json
 from mads.mcnamara.rules import SELF, mad_name
 from mads.mcnamara.schemas import LlmCallView, SandboxNotice, UrlRefusal
 
@@ -49,7 +49,8 @@ S, F = AuditOutcome.SUCCESS, AuditOutcome.FAILURE
 class EventMapper:
     """Maps an event envelope to an audit event, bounded to ``max_detail_chars`` of details."""
 
-    def __init__(self, *, unaudited_tools: frozenset[str], max_detail_chars: int) -> None:
+    def __init__(self, *, unaudited_tools: frozenset[str], max_detail_chars: int, redact: Redact) -> None:
+        self.redact = redact
         self.unaudited_tools = unaudited_tools
         self.max_detail_chars = max_detail_chars
         self._mappers: dict[str, tuple[type[BaseModel], Callable[[Envelope, BaseModel], AuditEvent | None]]] = {
@@ -88,11 +89,11 @@ class EventMapper:
         text = canonical_json(details)
         if len(text) > self.max_detail_chars:
             # Redact before cutting: a secret cut in half would no longer be recognised later.
-            details = {"truncated": True, "preview": ErrorHook.scrub(text)[: self.max_detail_chars]}
+            details = {"truncated": True, "preview": self.redact(text)[: self.max_detail_chars]}
         return AuditEvent(
             event_type=event_type,
-            actor=ErrorHook.scrub(actor)[:200],
-            action=ErrorHook.scrub(action)[:200],
+            actor=self.redact(actor)[:200],
+            action=self.redact(action)[:200],
             outcome=outcome,
             details=details,
         )
@@ -116,7 +117,7 @@ class EventMapper:
             "mad": e.mad,
             "source": e.source,
             "tool": e.tool,
-            "detail": ErrorHook.scrub(e.detail)[:500],
+            "detail": self.redact(e.detail)[:500],
             "fields": list(e.fields[:50]),
             "conversation_id": e.conversation_id,
             "attempt": e.attempt,

@@ -27,12 +27,12 @@ from typing import get_args
 
 from pydantic import JsonValue
 
-from bus.base import ErrorHook, Subscription
+from bus.base import Subscription
 from bus.envelope import Envelope
 from bus.ids import new_id
 from bus.topics import ALERT, SECURITY, SecurityAction, SecurityAlert
-from mads.base import MAD, MadContext, ToolFailure
-from mads.mcnamara.audit_trail import (
+from mads.core import names
+from mads.core.audit_trail import (
     AuditError,
     AuditEvent,
     AuditOutcome,
@@ -40,8 +40,10 @@ from mads.mcnamara.audit_trail import (
     AuditTrail,
     VerifyReport,
 )
+from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.quarantine import QuarantineGate
+from mads.core.tools import Call, tool
 from mads.mcnamara.events import EventMapper
-from mads.mcnamara.quarantine import QuarantineGate
 from mads.mcnamara.rules import RuleName, RulesEngine, Verdict
 from mads.mcnamara.schemas import (
     AcknowledgeArgs,
@@ -59,7 +61,6 @@ from mads.mcnamara.schemas import (
     TailArgs,
 )
 from mads.mcnamara.store import SecurityStore
-from mads.tools import Call, tool
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,8 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _scrub_secrets(text: str) -> str:
-    """The process's secret redactor, looked up per call: Turing installs it after McNamara starts."""
-    return ErrorHook.scrub(text)
-
-
-class McNamara(MAD):
-    name = "mcnamara"
+class McNamara(MAD[McNamaraConfig]):
+    name = names.MCNAMARA
     description = (
         "Security operations: keeps the tamper-evident audit trail, blocks IPs after authentication-failure "
         "bursts, quarantines misbehaving MADs, raises and lists security alerts, and verifies the trail."
@@ -95,18 +91,16 @@ class McNamara(MAD):
 
     def __init__(self, ctx: MadContext, *, instance: str | None = None, clock: Clock = _utcnow) -> None:
         super().__init__(ctx, instance=instance)
-        config = ctx.config
-        self.config = (
-            config if isinstance(config, McNamaraConfig) else McNamaraConfig.model_validate(config.model_dump())
-        )
         self.clock = clock
         self.trail = AuditTrail(
-            self.data_dir / AUDIT_DB, busy_timeout_ms=self.config.audit_busy_timeout_ms, redact=_scrub_secrets
+            self.data_dir / AUDIT_DB, busy_timeout_ms=self.config.audit_busy_timeout_ms, redact=self.redactor.redact
         )
         self.store = SecurityStore(self.data_dir / SECURITY_DB)
         self.rules = RulesEngine(self.config.rules)
         self.mapper = EventMapper(
-            unaudited_tools=self.config.unaudited_tools, max_detail_chars=self.config.max_detail_chars
+            unaudited_tools=self.config.unaudited_tools,
+            max_detail_chars=self.config.max_detail_chars,
+            redact=self.redactor.redact,
         )
         self._quarantine_gate = QuarantineGate()
         self._blocks: dict[str, BlockedIp] = {}

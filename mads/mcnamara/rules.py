@@ -23,13 +23,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mads.mcnamara.audit_trail import AuditEvent, AuditEventType, AuditOutcome
+from mads.core import names
+from mads.core.audit_trail import AuditEvent, AuditEventType, AuditOutcome
 
 RuleName = Literal["auth_failures", "secret_denials", "validation_failures", "sandbox_violations"]
 Severity = Literal["info", "warning", "high", "critical"]
 VerdictAction = Literal["block_ip", "quarantine", "alert"]
 
-SELF = "mcnamara"
+SELF = names.MCNAMARA
 """McNamara never quarantines itself: it would lock out the one MAD that can release."""
 
 

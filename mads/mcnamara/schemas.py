@@ -13,7 +13,8 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from bus.topics import SecurityAlert
-from mads.mcnamara.audit_trail import AuditEvent, ChainHead
+from mads.core import names
+from mads.core.audit_trail import AuditEvent, ChainHead
 from mads.mcnamara.rules import RulesConfig
 
 MAD_NAME_PATTERN = r"^[a-z_][a-z0-9_\-]*$"
@@ -26,7 +27,7 @@ class McNamaraConfig(BaseModel):
 
     rules: RulesConfig = Field(default_factory=RulesConfig)
     operators: list[str] = Field(
-        default_factory=lambda: ["user.*", "grace", "grace.*", "admin", "admin.*"],
+        default_factory=lambda: ["user.*", names.GRACE, f"{names.GRACE}.*", "admin", "admin.*"],
         description="sender address globs allowed to release, unblock and acknowledge",
     )
     unaudited_tools: frozenset[str] = Field(

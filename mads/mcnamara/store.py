@@ -14,11 +14,14 @@ from pathlib import Path
 import aiosqlite
 
 from bus.topics import SecurityAlert
+from mads.core.sqlite import Migration, migrate, open_db, open_readonly
 from mads.mcnamara.schemas import BlockedIp, Quarantined
-from mads.sqlite import open_db, open_readonly
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS alerts (
+_MIGRATIONS = (
+    Migration(
+        1,
+        "security",
+        """CREATE TABLE IF NOT EXISTS alerts (
         id TEXT PRIMARY KEY,
         rule TEXT NOT NULL,
         severity TEXT NOT NULL,
@@ -28,12 +31,20 @@ _SCHEMA = (
         last_seen TEXT NOT NULL,
         count INTEGER NOT NULL,
         acknowledged INTEGER NOT NULL DEFAULT 0
-    )""",
-    "CREATE INDEX IF NOT EXISTS alerts_rule_subject ON alerts (rule, subject, first_seen)",
-    "CREATE INDEX IF NOT EXISTS alerts_last_seen ON alerts (last_seen)",
-    "CREATE TABLE IF NOT EXISTS blocked_ips (ip TEXT PRIMARY KEY, until TEXT NOT NULL, reason TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS quarantined (mad TEXT PRIMARY KEY, since TEXT NOT NULL, reason TEXT NOT NULL)",
+    );
+    CREATE INDEX IF NOT EXISTS alerts_rule_subject ON alerts (rule, subject, first_seen);
+    CREATE INDEX IF NOT EXISTS alerts_last_seen ON alerts (last_seen);
+    CREATE TABLE IF NOT EXISTS blocked_ips (ip TEXT PRIMARY KEY, until TEXT NOT NULL, reason TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS quarantined (mad TEXT PRIMARY KEY, since TEXT NOT NULL, reason TEXT NOT NULL);
+    """,
+    ),
 )
+
+
+class SecurityStoreError(Exception):
+    """``security.db`` cannot be opened at this code's schema."""
+
+
 _ALERT_COLUMNS = "id, rule, severity, subject, message, first_seen, last_seen, count, acknowledged"
 
 
@@ -58,9 +69,7 @@ class SecurityStore:
             self._db = await open_readonly(self.path, autocommit=False)
             return
         self._db = await open_db(self.path, autocommit=False)
-        for statement in _SCHEMA:
-            await self._db.execute(statement)
-        await self._db.commit()
+        await migrate(self._db, _MIGRATIONS, error=SecurityStoreError, label="security")
 
     async def close(self) -> None:
         if self._db is not None:

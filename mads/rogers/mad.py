@@ -16,7 +16,7 @@ serves). Everything else — requests, replies, events, errors — is kept.
 Secrets are never stored: data parts typed ``SECRET_MEDIA_TYPE`` (and the value argument
 of a request to Turing's ``put``) are replaced by ``[REDACTED]`` structurally, which works
 whichever process sent them, and every stored text and envelope passes through the
-process's secret redactor (``ErrorHook.scrub``, installed by Turing).
+process's secret redactor (``MadContext.redactor``, which Turing feeds).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ import json
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable
 
-from bus.base import ErrorHook, Subscription, scrub_structure
+from bus.base import Subscription
 from bus.envelope import SECRET_MEDIA_TYPE, CommandPart, DataPart, Envelope, Kind, ProsePart
 from bus.ids import new_id
-from mads.base import MAD, MadContext, ToolFailure
+from mads.core import names
+from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.tools import Call, tool
 from mads.rogers.schemas import (
     Conversation,
     ConversationPage,
@@ -50,7 +51,6 @@ from mads.rogers.schemas import (
 )
 from mads.rogers.search_query import to_fts_query
 from mads.rogers.store import ConversationStore, MessageRecord, timestamp
-from mads.tools import Call, tool
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,13 @@ A handler runs at most mailbox + concurrency requests after the tap saw its enve
 far fewer than this, so an entry is never evicted before it is needed."""
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0
 REDACTED = "[REDACTED]"
-SECRET_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {("turing", "put"): frozenset({"value"})}
+SECRET_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {(names.TURING, "put"): frozenset({"value"})}
 """Command arguments that carry a secret, by (recipient MAD, tool): stripped before storing, because
 the request is tapped before Turing has seen (and registered) the value."""
 
 
-class Rogers(MAD):
-    name = "rogers"
+class Rogers(MAD[RogersConfig]):
+    name = names.ROGERS
     description = (
         "Keeps every conversation forever: lists conversations, returns a conversation's full message "
         "history page by page, and searches what was said."
@@ -81,8 +81,6 @@ class Rogers(MAD):
 
     def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
         super().__init__(ctx, instance=instance)
-        config = ctx.config
-        self.config = config if isinstance(config, RogersConfig) else RogersConfig.model_validate(config.model_dump())
         self.store = ConversationStore(self.data_dir / self.config.db_filename)
         self._skip = re.compile("|".join(fnmatch.translate(p) for p in self.config.skip_recipients) or r"(?!)")
         self._tap: Subscription | None = None
@@ -100,9 +98,6 @@ class Rogers(MAD):
         self._largest_batch = 0
         self._skipped = 0
         self._unstorable = 0
-        self._redact: Callable[[str], str] = ErrorHook.scrub
-        """The redactor in force while envelopes cross the bus; kept after Turing stops (it restores
-        the hook) so that envelopes still queued at shut-down are scrubbed too."""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -133,7 +128,6 @@ class Rogers(MAD):
         The bus acknowledges the batch when this returns, so returning earlier (say, once
         queued) would let a killed process lose envelopes the bus counts as delivered.
         """
-        self._redact = ErrorHook.scrub
         batch: list[tuple[int, Envelope]] = []
         for envelope in envelopes:
             if self._stored(envelope):
@@ -166,7 +160,7 @@ class Rogers(MAD):
 
     def _scrub(self, text: str) -> str:
         """The one place stored text passes through (envelope JSON and search text): known secrets removed."""
-        return self._redact(text)
+        return self.redactor.redact(text)
 
     def _envelope_json(self, envelope: Envelope) -> str:
         """The envelope as stored: secret parts stripped, then every string scrubbed.
@@ -179,7 +173,7 @@ class Rogers(MAD):
         text = envelope.model_dump_json(exclude_none=True)
         if self._scrub(text) == text:
             return text
-        value = scrub_structure(envelope.model_dump(mode="json", exclude_none=True), self._redact)
+        value = self.redactor.redact_structure(envelope.model_dump(mode="json", exclude_none=True))
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
     def _record(self, envelope: Envelope) -> MessageRecord:

@@ -16,13 +16,13 @@ from typing import ClassVar, TypeVar
 
 from pydantic import JsonValue
 
-from bus.base import BusError, ErrorHook
+from bus.base import BusError
 from bus.envelope import SECRET_MEDIA_TYPE, DataPart
-from mads.base import MAD, MadContext, RemoteError, ToolFailure
-from mads.tools import Call, tool
+from mads.core import names
+from mads.core.base import MAD, MadContext, RemoteError, ToolFailure
+from mads.core.tools import Call, tool
 from mads.turing.barrier import IntegrityError, SealedError, TuringError
 from mads.turing.policy import AccessDenied, Capability
-from mads.turing.redactor import redact, register_secret
 from mads.turing.schemas import (
     OPERATOR,
     ROTATE_PATH,
@@ -50,12 +50,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-AUDIT_MAD = "mcnamara"
+AUDIT_MAD = names.MCNAMARA
 AUDIT_TOOL = "record"
 
 
-class Turing(MAD):
-    name = "turing"
+class Turing(MAD[TuringConfig]):
+    name = names.TURING
     description = "Keeps secrets (provider API keys, tokens) encrypted, versioned and access-controlled."
     config_model: ClassVar[type[TuringConfig]] = TuringConfig
     accepts_prose = False
@@ -65,22 +65,11 @@ class Turing(MAD):
         super().__init__(ctx, instance=instance)
         self._vault: Vault | None = None
         self._sealed_reason: str | None = "the vault is not open"
-        self._previous_scrub: Callable[[str], str] | None = None
-        self._previous_remember: Callable[[str], None] | None = None
-
-    @property
-    def config(self) -> TuringConfig:
-        config = self.ctx.config
-        return config if isinstance(config, TuringConfig) else TuringConfig.model_validate(config.model_dump())
 
     # ---- lifecycle --------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        self._previous_scrub = ErrorHook.scrub
-        ErrorHook.scrub = staticmethod(redact)  # type: ignore[method-assign]
-        self._previous_remember = ErrorHook.remember
-        ErrorHook.remember = staticmethod(register_secret)  # type: ignore[method-assign]
-        self._vault = make_vault(self.config, self.ctx.data_dir)
+        self._vault = make_vault(self.config, self.ctx.data_dir, self.redactor)
         await self._vault.open()
         self._sealed_reason = await unseal_from_config(self._vault, self.config, self.ctx.data_dir)
         if self._sealed_reason is not None:
@@ -95,12 +84,6 @@ class Turing(MAD):
         if self._vault is not None:
             await self._vault.close()
             self._vault = None
-        if self._previous_scrub is not None:
-            ErrorHook.scrub = staticmethod(self._previous_scrub)  # type: ignore[method-assign]
-            self._previous_scrub = None
-        if self._previous_remember is not None:
-            ErrorHook.remember = staticmethod(self._previous_remember)  # type: ignore[method-assign]
-            self._previous_remember = None
 
     def result_part(self, tool: str, value: JsonValue) -> DataPart:
         if tool in self.secret_tools:
@@ -236,11 +219,11 @@ class Turing(MAD):
             raise ToolFailure("cas_mismatch", str(exc)) from None
         except IntegrityError as exc:
             log.error("turing integrity failure on %s: %s", action, exc)
-            raise ToolFailure("integrity_error", redact(str(exc))) from None
+            raise ToolFailure("integrity_error", self.redactor.redact(str(exc))) from None
         except ValueError as exc:
-            raise ToolFailure("invalid_arguments", redact(str(exc))) from None
+            raise ToolFailure("invalid_arguments", self.redactor.redact(str(exc))) from None
         except TuringError as exc:
-            raise ToolFailure("vault_error", redact(str(exc))) from None
+            raise ToolFailure("vault_error", self.redactor.redact(str(exc))) from None
 
     async def _audit_denial(self, action: str, exc: AccessDenied) -> None:
         try:
@@ -269,9 +252,9 @@ class Turing(MAD):
         try:
             await self.call(AUDIT_MAD, AUDIT_TOOL, record, timeout=self.config.audit_timeout)
         except RemoteError as exc:
-            reason = f"{exc.error.code}: {redact(exc.error.message)}"
+            reason = f"{exc.error.code}: {self.redactor.redact(exc.error.message)}"
         except BusError as exc:
-            reason = f"{type(exc).__name__}: {redact(str(exc))}"
+            reason = f"{type(exc).__name__}: {self.redactor.redact(str(exc))}"
         else:
             return
         applied = "" if outcome != "success" or action in ("get", "list", "versions") else " (the change was applied)"

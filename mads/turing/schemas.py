@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mads.core import names
 from mads.turing.policy import Capability, Policy, PolicyRule
 from mads.turing.store import MAX_VALUE_BYTES, validate_path, validate_prefix
 
@@ -22,7 +23,7 @@ ROTATE_PATH = "sys/rotate"
 """Pseudo-path checked for ``write`` before a key rotation (as Vault's ``sys/rotate``)."""
 
 DEFAULT_POLICY: tuple[PolicyRule, ...] = (
-    PolicyRule(principal="fiedler", paths=("providers/**",), capabilities=frozenset({Capability.READ})),
+    PolicyRule(principal=names.FIEDLER, paths=("providers/**",), capabilities=frozenset({Capability.READ})),
     PolicyRule(principal=OPERATOR, paths=("**",), capabilities=frozenset(Capability)),
 )
 """Deny by default; Fiedler reads provider API keys at call time; the operator CLI may do everything."""
@@ -45,14 +46,14 @@ class TuringConfig(BaseModel):
     policy: list[PolicyRule] = Field(default_factory=lambda: list(DEFAULT_POLICY))
 
     def key_file_path(self, data_dir: Path) -> Path:
-        return self.key_file if self.key_file is not None else data_dir / "turing" / "root.key"
+        return self.key_file if self.key_file is not None else data_dir / names.TURING / "root.key"
 
     def policy_model(self) -> Policy:
         return Policy(rules=tuple(self.policy))
 
 
 def vault_path(data_dir: Path) -> Path:
-    return data_dir / "turing" / "vault.db"
+    return data_dir / names.TURING / "vault.db"
 
 
 class _Args(BaseModel):

@@ -21,7 +21,8 @@ from typing import Literal
 import aiosqlite
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from mads.sqlite import Migration, migrate, open_db, write_transaction
+from mads.core.redaction import SecretRedactor
+from mads.core.sqlite import Migration, migrate, open_db, write_transaction
 from mads.turing.barrier import (
     AlreadyInitializedError,
     Argon2idParams,
@@ -37,7 +38,6 @@ from mads.turing.barrier import (
     make_unlock,
 )
 from mads.turing.policy import Capability, Policy
-from mads.turing.redactor import REDACTOR, SecretRedactor
 
 MAX_PATH_LEN = 512
 MAX_VALUE_BYTES = 1024 * 1024
@@ -45,8 +45,9 @@ _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
 _PATH_RE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
 
 _MIGRATIONS: tuple[Migration, ...] = (
-    (
+    Migration(
         1,
+        "vault",
         """
         CREATE TABLE barrier (
             id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -66,7 +67,7 @@ _MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
-SCHEMA_VERSION = _MIGRATIONS[-1][0]
+SCHEMA_VERSION = _MIGRATIONS[-1].version
 
 
 class VaultClosedError(TuringError):
@@ -197,7 +198,7 @@ class Vault:
         self.policy = policy if policy is not None else Policy()
         self.max_versions = max_versions
         self._kdf = kdf
-        self._redactor = redactor if redactor is not None else REDACTOR
+        self._redactor = redactor if redactor is not None else SecretRedactor()
         self._barrier = Barrier()
         self._db: aiosqlite.Connection | None = None
         self._initialized = False

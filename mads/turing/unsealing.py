@@ -12,15 +12,20 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from mads.core.redaction import SecretRedactor
 from mads.turing.barrier import KeyFileError, TuringError, UnsealError
-from mads.turing.redactor import REDACTOR
 from mads.turing.schemas import TuringConfig, vault_path
 from mads.turing.store import Vault
 
 
-def make_vault(config: TuringConfig, data_dir: Path) -> Vault:
+def make_vault(config: TuringConfig, data_dir: Path, redactor: SecretRedactor | None = None) -> Vault:
+    """The vault of ``data_dir``; every value it reads or writes is registered with ``redactor`` (the
+    MAD's), or with a private one where nothing is scrubbed (the operator CLI)."""
     return Vault(
-        vault_path(data_dir), policy=config.policy_model(), max_versions=config.max_versions, redactor=REDACTOR
+        vault_path(data_dir),
+        policy=config.policy_model(),
+        max_versions=config.max_versions,
+        redactor=redactor if redactor is not None else SecretRedactor(),
     )
 
 

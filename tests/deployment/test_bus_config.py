@@ -11,8 +11,8 @@ import pytest
 from bus.memory import InMemoryBus
 from bus.redis import RedisBus
 from mads import registry
+from mads.core.settings import ConfigError, load_settings
 from mads.host import Host, make_bus
-from mads.settings import ConfigError, load_settings
 from tests.deployment.support import REPO, child_env
 
 

@@ -37,7 +37,7 @@ def concrete(canonical: str) -> str:
 
 
 async def test_every_route_outside_the_public_set_answers_401_without_credentials(ecosystem: Running) -> None:
-    routes = {(r.method, r.resource.canonical) for r in ecosystem.host.gateway.app.router.routes() if r.resource}
+    routes = {(r.method, r.resource.canonical) for r in ecosystem.gateway.app.router.routes() if r.resource}
     assert routes >= PUBLIC_ROUTES, PUBLIC_ROUTES - routes
     assert len(routes - PUBLIC_ROUTES) >= 12
     async with browser() as http:
@@ -135,7 +135,7 @@ async def test_bearer_tokens_need_no_csrf_token(ecosystem: Running) -> None:
 
 
 async def test_bad_revoked_and_expired_tokens_are_401(ecosystem: Running) -> None:
-    gateway = ecosystem.host.gateway
+    gateway = ecosystem.gateway
     issued = await gateway.issue_token("carol", "user", expires_days=1)
     async with browser() as http:
         headers = {"Authorization": f"Bearer {issued.token}"}
@@ -177,7 +177,7 @@ async def test_login_body_is_validated_and_named(ecosystem: Running) -> None:
 
 
 async def test_acknowledging_alerts_needs_the_operator_role(ecosystem: Running) -> None:
-    issued = await ecosystem.host.gateway.issue_token("dave", "user")
+    issued = await ecosystem.gateway.issue_token("dave", "user")
     headers = {"Authorization": f"Bearer {issued.token}"}
     async with browser() as http:
         async with http.get(ecosystem.at("/api/alerts"), headers=headers) as response:
@@ -190,7 +190,7 @@ async def test_acknowledging_alerts_needs_the_operator_role(ecosystem: Running) 
 
 
 async def test_an_internal_failure_leaks_no_detail(ecosystem: Running) -> None:
-    await ecosystem.host.gateway.auth.store.close()
+    await ecosystem.gateway.auth.store.close()
     status, body = await ecosystem.get("/api/mads")
     assert status == 500
     error = assert_error(body, "internal_error")

@@ -60,7 +60,7 @@ async def test_auth_failure_burst_gets_the_ip_blocked_and_alerted(ecosystem: Run
 
     status, body = await ecosystem.get("/api/alerts")
     assert status == 403, "the valid token comes from the blocked IP too"
-    blocks = ecosystem.host.gateway.auth.blocks
+    blocks = ecosystem.gateway.auth.blocks
     real_clock = blocks.clock
     blocks.clock = lambda: real_clock() + timedelta(seconds=901)
     status, body = await ecosystem.get("/api/alerts")

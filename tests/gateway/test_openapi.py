@@ -32,7 +32,7 @@ async def test_document_covers_every_json_route_and_declares_security(ecosystem:
     assert doc["openapi"] == "3.1.0"
     routed = {
         (r.method.lower(), r.resource.canonical)
-        for r in ecosystem.host.gateway.app.router.routes()
+        for r in ecosystem.gateway.app.router.routes()
         if r.resource and r.method != "HEAD" and r.resource.canonical not in NOT_IN_THE_DOCUMENT
     }
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}

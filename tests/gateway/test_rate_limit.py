@@ -50,7 +50,7 @@ async def test_principal_and_ip_limits_answer_429_with_retry_after(tmp_path: Pat
     )
     async with running(settings) as eco:
         clock = ManualClock()
-        eco.host.gateway.auth.per_principal.clock = clock
+        eco.gateway.auth.per_principal.clock = clock
         for _ in range(3):
             status, _body = await eco.get("/api/mads")
             assert status == 200
@@ -90,7 +90,7 @@ async def test_per_ip_limit(tmp_path: Path, llm_server: ScriptedLLM) -> None:
         tmp_path, llm_server.base_url, mads=GATEWAY_MADS, gateway={"rate_per_ip": 0.5, "burst_per_ip": 2}
     )
     async with running(settings) as eco, aiohttp.ClientSession() as http:
-        eco.host.gateway.auth.per_ip.clock = ManualClock()
+        eco.gateway.auth.per_ip.clock = ManualClock()
         statuses = []
         for _ in range(3):
             async with http.get(eco.at("/login")) as response:

@@ -24,7 +24,7 @@ async def test_stop_lets_in_flight_requests_finish_and_closes_sockets_going_away
             assert (await ws.receive_json(timeout=10))["type"] == "ready"
             posted = asyncio.create_task(eco.post(f"/api/conversations/{cid}/messages", {"text": "take your time"}))
             await llm_server.wait_for_requests(1)
-            await eco.host.stop()
+            await eco.ecosystem.stop()
             status, body = await posted
             assert status == 200, body
             assert body["reply"]["text"] == "finished after all"
@@ -43,7 +43,7 @@ async def test_requests_still_waiting_after_the_drain_timeout_get_503(tmp_path: 
         cid = await eco.new_conversation()
         posted = asyncio.create_task(eco.post(f"/api/conversations/{cid}/messages", {"text": "never answered"}))
         await llm_server.wait_for_requests(1)
-        await eco.host.stop()
+        await eco.ecosystem.stop()
         status, body = await posted
     assert status == 503
     assert_error(body, "shutting_down")

@@ -11,6 +11,7 @@ from aiohttp import web
 from bus.envelope import DataPart, Envelope, Kind
 from bus.topics import StreamDelta, stream_topic
 from gateway.outbox import Outbox
+from mads.core.redaction import SecretRedactor
 from tests.gateway.conftest import assert_error
 from tests.support.ecosystem import Running
 from tests.support.llm_server import Reply, ScriptedLLM, ToolCall
@@ -139,7 +140,7 @@ async def test_deltas_published_on_the_bus_reach_the_socket(ecosystem: Running) 
 
 async def test_a_slow_socket_drops_deltas_with_a_notice_but_keeps_replies() -> None:
     """The outbox never waits on the client: over its bound, deltas are counted and dropped."""
-    outbox = Outbox(max_deltas=10)
+    outbox = Outbox(SecretRedactor(), max_deltas=10)
     for n in range(25):
         outbox.put({"type": "delta", "text": str(n)}, droppable=True)
     outbox.put({"type": "reply", "text": "final"})

@@ -35,7 +35,7 @@ from urllib.parse import quote, quote_plus
 import aiohttp
 import pytest
 
-from mads.mcnamara.audit_trail import AuditTrail
+from mads.core.audit_trail import AuditTrail
 from tests.support.llm_server import Reply, ScriptedLLM, ToolCall
 
 ROOT = Path(__file__).resolve().parents[2]

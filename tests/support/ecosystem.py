@@ -17,9 +17,13 @@ from typing import Any
 
 import aiohttp
 
+from gateway.app import Gateway
+from mad_ecosystem.app import Ecosystem
 from mads import registry
+from mads.core import names
+from mads.core.settings import Settings, load_settings
+from mads.fiedler import Fiedler
 from mads.host import Host
-from mads.settings import Settings, load_settings
 
 CORE_MADS = ["rogers", "fiedler", "grace"]
 """The MADs a chat needs: storage, the LLM router, and Grace with the gateway."""
@@ -66,11 +70,20 @@ def ecosystem_settings(
 class Running:
     """A started ecosystem and an HTTP client for its gateway, authenticated as ``principal``."""
 
-    host: Host
+    ecosystem: Ecosystem
     url: str
     http: aiohttp.ClientSession
     token: str = ""
     principal: str = TEST_PRINCIPAL
+
+    @property
+    def host(self) -> Host:
+        return self.ecosystem.host
+
+    @property
+    def gateway(self) -> Gateway:
+        assert self.ecosystem.gateway is not None, "no gateway in this ecosystem (it runs where grace runs)"
+        return self.ecosystem.gateway
 
     def at(self, path: str) -> str:
         return self.url.rstrip("/") + path
@@ -126,19 +139,24 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
 async def running(
     settings: Settings, *, principal: str = TEST_PRINCIPAL, role: str = "operator"
 ) -> AsyncIterator[Running]:
-    """Start a Host with ``settings``, wait until every MAD is announced, sign in, stop it on exit."""
-    host = Host(settings)
-    await host.start()
+    """Start the ecosystem with ``settings``, wait until every MAD is announced, sign in, stop it on exit."""
+    ecosystem = Ecosystem(settings)
+    await ecosystem.start()
     try:
+        host = ecosystem.host
         addresses = set(host.names)
         await host.directory.wait_for(addresses, START_TIMEOUT)
-        grace = host.mads.get("grace")
+        grace = host.mads.get(names.GRACE)
         if grace is not None:
             await grace.directory.wait_for(addresses, START_TIMEOUT)
-        assert host.url is not None
-        issued = await host.gateway.issue_token(principal, "operator" if role == "operator" else "user")
+        fiedler = host.mads.get(names.FIEDLER)
+        if isinstance(fiedler, Fiedler):
+            # litellm loads in the background from start-up (seconds); a test's first LLM call must not race it.
+            await fiedler.ready()
+        assert ecosystem.url is not None and ecosystem.gateway is not None
+        issued = await ecosystem.gateway.issue_token(principal, "operator" if role == "operator" else "user")
         headers = {"Authorization": f"Bearer {issued.token}"}
         async with aiohttp.ClientSession(headers=headers) as http:
-            yield Running(host=host, url=host.url, http=http, token=issued.token, principal=principal)
+            yield Running(ecosystem=ecosystem, url=ecosystem.url, http=http, token=issued.token, principal=principal)
     finally:
-        await host.stop()
+        await ecosystem.stop()

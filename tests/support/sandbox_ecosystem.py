@@ -13,7 +13,7 @@ from pydantic import JsonValue
 
 from bus.base import Bus, Subscription
 from bus.envelope import CommandPart, DataPart, Envelope, Kind, deadline_in
-from mads.settings import SandboxSection, Settings
+from mads.core.settings import SandboxSection, Settings
 from tests.support.ecosystem import CORE_MADS, Running, ecosystem_settings, running
 from tests.support.wasm_cache import CompiledCache, seed_data_dir
 
@@ -30,12 +30,10 @@ def sandbox_settings(
     sandbox: Mapping[str, Any] | None = None,
     marco: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """The harness's settings plus a ``[sandbox]`` section (loopback allowlisted unless overridden) and ``[marco]``."""
+    """The harness's settings plus a ``[sandbox]`` section and ``[marco]`` (loopback allowlisted unless overridden)."""
     settings = ecosystem_settings(data_dir, llm_base_url, mads=mads or SANDBOX_MADS)
-    section = SandboxSection.model_validate(
-        {"allow_hosts": ["127.0.0.1"], "maxima": {"timeout_s": 10}, **(sandbox or {})}
-    )
-    sections = {**settings.mad_sections, "marco": dict(marco or {})}
+    section = SandboxSection.model_validate({"maxima": {"timeout_s": 10}, **(sandbox or {})})
+    sections = {**settings.mad_sections, "marco": {"allow_hosts": ["127.0.0.1"], **(marco or {})}}
     return settings.model_copy(update={"sandbox": section, "mad_sections": sections})
 
 

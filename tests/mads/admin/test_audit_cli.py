@@ -11,9 +11,9 @@ from pydantic import JsonValue
 
 from bus.envelope import CommandPart, Envelope, Kind, deadline_in
 from bus.memory import InMemoryBus
-from mads.base import MadContext
+from mads.core.audit_trail import AuditEvent, AuditTrail
+from mads.core.base import MadContext
 from mads.mcnamara import McNamara
-from mads.mcnamara.audit_trail import AuditEvent, AuditTrail
 
 ROOT = Path(__file__).resolve().parents[3]
 CANARY = "sk-CANARY-4c2d"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mads.mcnamara.audit_trail import AuditRecord, AuditTrail
+from mads.core.audit_trail import AuditRecord, AuditTrail
 
 pytestmark = pytest.mark.slow  # starts real processes
 

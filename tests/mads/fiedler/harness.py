@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from bus.envelope import CommandPart, Envelope, Kind, ProsePart, deadline_in
 from bus.memory import InMemoryBus
-from mads.base import MAD, MadContext, ToolFailure
+from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.redaction import SecretRedactor
+from mads.core.tools import Call, tool
 from mads.fiedler import Fiedler
 from mads.fiedler.schemas import FiedlerConfig, ModelSpec
-from mads.tools import Call, tool
 from tests.support.llm_server import ScriptedLLM
 
 KEY_ENV = "FIEDLER_TEST_KEY"
@@ -157,16 +158,24 @@ class Eco:
 
 
 @asynccontextmanager
-async def ecosystem(data_dir: Path, fiedler_config: FiedlerConfig, *extra: type[MAD]) -> AsyncIterator[Eco]:
-    """Start a bus, Fiedler, the librarian (and any extra MADs), and an event log; tear all down."""
-    bus = InMemoryBus()
+async def ecosystem(
+    data_dir: Path, fiedler_config: FiedlerConfig, *extra: type[MAD], redactor: SecretRedactor | None = None
+) -> AsyncIterator[Eco]:
+    """Start a bus, Fiedler, the librarian (and any extra MADs), and an event log; tear all down.
+
+    Every MAD and the bus get ``redactor`` (a fresh one by default), as the host gives them the process's.
+    """
+    redactor = redactor if redactor is not None else SecretRedactor()
+    bus = InMemoryBus(redact=redactor.redact)
     await bus.start()
     events = EventLog()
     await bus.subscribe("events.*", events.record, concurrency=1)
     await bus.subscribe("stream.*", events.record, concurrency=1)
-    fiedler = Fiedler(MadContext(bus=bus, data_dir=data_dir, config=fiedler_config))
-    librarian = Librarian(MadContext(bus=bus, data_dir=data_dir))
-    others = [cls(MadContext(bus=bus, data_dir=data_dir, config=cls.config_model())) for cls in extra]
+    fiedler = Fiedler(MadContext(bus=bus, data_dir=data_dir, config=fiedler_config, redactor=redactor))
+    librarian = Librarian(MadContext(bus=bus, data_dir=data_dir, redactor=redactor))
+    others = [
+        cls(MadContext(bus=bus, data_dir=data_dir, config=cls.config_model(), redactor=redactor)) for cls in extra
+    ]
     for mad in (fiedler, librarian, *others):
         await mad.start()
     await fiedler.ready()

@@ -9,7 +9,7 @@ from opentelemetry.trace import StatusCode
 
 from bus.envelope import CommandPart, Envelope, Kind, deadline_in
 from bus.topics import LLM_CALL
-from mads.base import MadContext
+from mads.core.base import MadContext
 from mads.fiedler.schemas import FiedlerConfig
 from mads.mcnamara import McNamara
 from mads.turing import Turing

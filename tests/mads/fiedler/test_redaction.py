@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bus.base import ErrorHook
 from bus.envelope import Kind
 from bus.topics import LLM_CALL
-from mads.turing.redactor import REDACTED, SecretRedactor
+from mads.core.redaction import REDACTED, SecretRedactor
 from tests.mads.fiedler.harness import KEY_ENV, SECRET_KEY, config, ecosystem
 from tests.support.llm_server import Reply, ScriptedLLM, ServerError, ToolCall
 
@@ -19,20 +17,17 @@ PASTED = "ghp-pasted-canary-4d1e8a02b7"
 
 
 @pytest.fixture
-def redactor(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretRedactor]:
-    """A fresh real redactor installed as the process hooks, as Turing installs the shared one."""
+def redactor(monkeypatch: pytest.MonkeyPatch) -> SecretRedactor:
+    """A fresh real redactor, handed to Fiedler as the host hands it the process's (and Turing feeds it)."""
     monkeypatch.setenv(KEY_ENV, SECRET_KEY)
-    fresh = SecretRedactor()
-    monkeypatch.setattr(ErrorHook, "scrub", staticmethod(fresh.redact))
-    monkeypatch.setattr(ErrorHook, "remember", staticmethod(fresh.register))
-    yield fresh
+    return SecretRedactor()
 
 
 async def test_provider_keys_from_the_environment_are_registered_at_start(
     tmp_path: Path, llm_server: ScriptedLLM, redactor: SecretRedactor
 ) -> None:
     assert redactor.redact(SECRET_KEY) == SECRET_KEY
-    async with ecosystem(tmp_path, config(llm_server)):
+    async with ecosystem(tmp_path, config(llm_server), redactor=redactor):
         assert redactor.redact(f"key={SECRET_KEY}") == f"key={REDACTED}"
     assert llm_server.requests == []
 
@@ -53,7 +48,7 @@ async def test_prompts_are_scrubbed_before_they_reach_the_provider(
         },
         {"role": "tool", "tool_call_id": "c1", "content": f"saved {PASTED}"},
     ]
-    async with ecosystem(tmp_path, config(llm_server)) as eco:
+    async with ecosystem(tmp_path, config(llm_server), redactor=redactor) as eco:
         reply = await eco.chat(messages=messages)
         assert reply.kind is Kind.REPLY, reply
     [sent] = llm_server.requests
@@ -68,7 +63,7 @@ async def test_replies_deltas_and_tool_calls_are_scrubbed_before_they_are_publis
 ) -> None:
     redactor.register(PASTED)
     llm_server.script(Reply(text=f"your key is {PASTED} indeed"), ToolCall(name="save", arguments={"t": PASTED}))
-    async with ecosystem(tmp_path, config(llm_server)) as eco:
+    async with ecosystem(tmp_path, config(llm_server), redactor=redactor) as eco:
         (streamed,) = (await eco.chat(stream_topic="stream.red", conversation_id="red")).data()
         (called,) = (await eco.chat()).data()
         await eco.events.wait_count(LLM_CALL, 2)
@@ -84,7 +79,7 @@ async def test_provider_errors_carry_no_known_secret(
 ) -> None:
     redactor.register(PASTED)
     llm_server.script(ServerError(status=400, message=f"invalid value {PASTED} in messages"))
-    async with ecosystem(tmp_path, config(llm_server)) as eco:
+    async with ecosystem(tmp_path, config(llm_server), redactor=redactor) as eco:
         reply = await eco.chat()
     assert reply.kind is Kind.ERROR and reply.error is not None
     assert PASTED not in reply.error.message and REDACTED in reply.error.message, reply.error.message

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mads.core.settings import ConfigError, load_settings
 from mads.host import Host
-from mads.settings import ConfigError, load_settings
 from tests.mads.hopper.conftest import HOPPER_MADS
 from tests.support.ecosystem import Running
 from tests.support.sandbox_ecosystem import EventWatch, call_tool, result_of, sandbox_ecosystem, sandbox_settings
@@ -131,9 +131,10 @@ def test_bad_sandbox_configuration_is_named(tmp_path: Path) -> None:
         Host(sandbox_settings(tmp_path / "data", sandbox={"grants": ["nobody"]}))
     cases = {
         "maxima": ({"timeout_s": -1}, r"sandbox\.maxima: .*timeout_s"),
-        "allow_hosts": (["not a host!"], r"sandbox\.allow_hosts: .*'not a host!'"),
         "max_concurrency": (0, r"sandbox\.max_concurrency"),
     }
     for key, (value, pattern) in cases.items():
         with pytest.raises(ConfigError, match=pattern):
             load_settings(None, environ={}, overrides={"sandbox": {key: value}})
+    with pytest.raises(ConfigError, match=r"marco\.allow_hosts: .*'not a host!'"):
+        Host(sandbox_settings(tmp_path / "data", marco={"allow_hosts": ["not a host!"]}))

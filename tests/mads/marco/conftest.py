@@ -61,8 +61,8 @@ async def marco(tmp_path: Path, compiled_cache: CompiledCache, pages: Pages) -> 
     settings = sandbox_settings(
         tmp_path / "data",
         mads=["rogers", "fiedler", "grace", "marco"],
-        sandbox={"allow_hosts": [f"127.0.0.1:{pages.port}"], "grants": []},
-        marco=MARCO_TEST_CONFIG,
+        sandbox={"grants": []},
+        marco={**MARCO_TEST_CONFIG, "allow_hosts": [f"127.0.0.1:{pages.port}"]},
     )
     async with sandbox_ecosystem(tmp_path / "data", compiled_cache, settings) as eco:
         refused = await EventWatch.on(eco.host.bus, "events.url_refused")

@@ -14,7 +14,8 @@ from pydantic import JsonValue
 from bus.base import Bus, Subscription
 from bus.envelope import CommandPart, DataPart, Envelope, Kind, deadline_in
 from bus.memory import InMemoryBus
-from mads.base import MadContext
+from mads.core.base import MadContext
+from mads.core.redaction import SecretRedactor
 from mads.mcnamara import McNamara
 from mads.mcnamara.schemas import McNamaraConfig
 
@@ -73,6 +74,8 @@ class Harness:
         self.mad: McNamara | None = None
         self.security = Watch()
         self.alerts = Watch()
+        self.redactor = SecretRedactor()
+        """The redactor McNamara gets through its context (the host would give it the process's)."""
 
     @property
     def m(self) -> McNamara:
@@ -84,7 +87,9 @@ class Harness:
         self.alerts.subscription = await self.bus.subscribe("events.alert", self.alerts.on)
 
     async def start(self, config: McNamaraConfig | None = None) -> McNamara:
-        ctx = MadContext(bus=self.bus, data_dir=self.data_dir, config=config or McNamaraConfig())
+        ctx = MadContext(
+            bus=self.bus, data_dir=self.data_dir, config=config or McNamaraConfig(), redactor=self.redactor
+        )
         self.mad = McNamara(ctx, clock=self.clock)
         await self.mad.start()
         return self.mad

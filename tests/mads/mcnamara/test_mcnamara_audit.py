@@ -14,7 +14,7 @@ from bus.topics import (
     ConfigChange,
     ValidationFailure,
 )
-from mads.mcnamara.audit_trail import AuditRecord
+from mads.core.audit_trail import AuditRecord
 from mads.mcnamara.schemas import McNamaraConfig
 from tests.mads.mcnamara.conftest import Harness
 

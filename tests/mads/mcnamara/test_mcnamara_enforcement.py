@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict
 from bus.envelope import CommandPart, Envelope, Kind, deadline_in
 from bus.ids import new_id
 from bus.topics import AUTH, SANDBOX_LIMIT, URL_REFUSED, VALIDATION_FAILURE, AuthEvent, ValidationFailure
-from mads.base import MAD, MadContext, RemoteError
-from mads.mcnamara.quarantine import QuarantineGate
-from mads.tools import tool
+from mads.core.base import MAD, MadContext, RemoteError
+from mads.core.quarantine import QuarantineGate
+from mads.core.tools import tool
 from tests.mads.mcnamara.conftest import OPERATOR, Harness
 
 IP = "203.0.113.7"

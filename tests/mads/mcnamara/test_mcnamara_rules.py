@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from mads.mcnamara.audit_trail import AuditEvent
+from mads.core.audit_trail import AuditEvent
 from mads.mcnamara.rules import RulesConfig, RulesEngine, Threshold, mad_name
 from mads.mcnamara.schemas import McNamaraConfig
 

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bus.base import ErrorHook
 from bus.topics import CONFIG_CHANGE, VALIDATION_FAILURE, ConfigChange, ValidationFailure
-from mads.mcnamara.audit_trail import AuditEvent, AuditOutcome, AuditTrail
+from mads.core.audit_trail import AuditEvent, AuditOutcome, AuditTrail
+from mads.core.redaction import REDACTED, SecretRedactor
 from mads.mcnamara.schemas import McNamaraConfig
-from mads.turing.redactor import REDACTED, SecretRedactor
 from tests.mads.mcnamara.conftest import Harness
 
 SECRET = "sk-audit-canary-0e4b7c19d2"
 
 
 @pytest.fixture
-def redactor(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretRedactor]:
-    """A fresh real redactor installed as the process hook (what Turing does with the shared one)."""
-    fresh = SecretRedactor()
-    fresh.register(SECRET)
-    monkeypatch.setattr(ErrorHook, "scrub", staticmethod(fresh.redact))
-    yield fresh
+def redactor(harness: Harness) -> SecretRedactor:
+    """McNamara's own redactor (from its context), taught the secret as Turing would teach it."""
+    harness.redactor.register(SECRET)
+    return harness.redactor
 
 
 def trail_bytes(data_dir: Path) -> bytes:

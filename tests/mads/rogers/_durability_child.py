@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bus.envelope import CommandPart, Envelope, Kind, ProsePart, deadline_in
 from bus.memory import InMemoryBus
-from mads.base import MadContext
+from mads.core.base import MadContext
 from mads.rogers import Rogers
 
 BURST = 10

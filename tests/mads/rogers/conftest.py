@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bus.memory import InMemoryBus
-from mads.base import MadContext
+from mads.core.base import MadContext
+from mads.core.redaction import SecretRedactor
 from mads.rogers import Rogers
 from tests.mads.rogers.support import Echo
 
@@ -22,8 +23,14 @@ async def bus() -> AsyncIterator[InMemoryBus]:
 
 
 @pytest.fixture
-async def rogers(bus: InMemoryBus, tmp_path: Path) -> AsyncIterator[Rogers]:
-    mad = Rogers(MadContext(bus=bus, data_dir=tmp_path))
+def redactor() -> SecretRedactor:
+    """A fresh real redactor: the one the host would hand Rogers (and Turing would feed)."""
+    return SecretRedactor()
+
+
+@pytest.fixture
+async def rogers(bus: InMemoryBus, tmp_path: Path, redactor: SecretRedactor) -> AsyncIterator[Rogers]:
+    mad = Rogers(MadContext(bus=bus, data_dir=tmp_path, redactor=redactor))
     await mad.start()
     yield mad
     await mad.stop()

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 
 from bus.base import Bus
 from bus.envelope import CommandPart, DataPart, Envelope, Kind, ProsePart, deadline_in
-from mads.base import MAD, ToolFailure
-from mads.tools import tool
+from mads.core.base import MAD, ToolFailure
+from mads.core.tools import tool
 
 WAIT = 10.0
 

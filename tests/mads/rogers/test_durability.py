@@ -12,7 +12,7 @@ import aiosqlite
 import pytest
 
 from bus.memory import InMemoryBus
-from mads.base import MadContext
+from mads.core.base import MadContext
 from mads.rogers import Rogers
 from tests.mads.rogers.support import call
 

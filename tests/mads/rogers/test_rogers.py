@@ -12,7 +12,7 @@ from bus.envelope import CommandPart, DataPart, Envelope, Kind, ProsePart, parse
 from bus.ids import new_id
 from bus.memory import InMemoryBus
 from bus.topics import stream_topic
-from mads.base import MadContext
+from mads.core.base import MadContext
 from mads.rogers import Rogers
 from mads.rogers.schemas import RogersConfig
 from tests.mads.rogers.support import Echo, Recorder, call, note, request

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mads.core.redaction import SecretRedactor
 from mads.turing.barrier import Argon2idParams
 from mads.turing.policy import Capability, Policy, PolicyRule
-from mads.turing.redactor import SecretRedactor
 from mads.turing.store import Vault
 
 PASSPHRASE = "correct horse battery staple"

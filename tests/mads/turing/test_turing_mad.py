@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from bus.base import ErrorHook
 from bus.envelope import SECRET_MEDIA_TYPE, CommandPart, DataPart, Envelope, ErrorInfo, Kind, deadline_in
 from bus.memory import InMemoryBus
-from mads.base import MAD, MadContext, ToolFailure
-from mads.mcnamara.audit_trail import AuditEvent, AuditRecord, AuditTrail, AuditWriteError
-from mads.tools import tool
+from mads.core.audit_trail import AuditEvent, AuditRecord, AuditTrail, AuditWriteError
+from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.redaction import SecretRedactor
+from mads.core.tools import tool
 from mads.turing import Turing
 from mads.turing.schemas import TuringConfig
 
@@ -76,8 +76,8 @@ def unique_secret() -> str:
 
 
 @pytest.fixture
-async def bus() -> AsyncIterator[InMemoryBus]:
-    b = InMemoryBus()
+async def bus(redactor: SecretRedactor) -> AsyncIterator[InMemoryBus]:
+    b = InMemoryBus(redact=redactor.redact)
     await b.start()
     yield b
     await b.close()
@@ -97,9 +97,17 @@ async def recorder(bus: InMemoryBus, tmp_path: Path, trail: AuditTrail) -> Async
     await r.stop()
 
 
-async def start_turing(bus: InMemoryBus, data_dir: Path, **config: Any) -> Turing:
+async def start_turing(
+    bus: InMemoryBus, data_dir: Path, *, redactor: SecretRedactor | None = None, **config: Any
+) -> Turing:
     config.setdefault("policy", POLICY)
-    turing = Turing(MadContext(bus=bus, data_dir=data_dir, config=TuringConfig.model_validate(config)))
+    ctx = MadContext(
+        bus=bus,
+        data_dir=data_dir,
+        config=TuringConfig.model_validate(config),
+        redactor=redactor if redactor is not None else SecretRedactor(),
+    )
+    turing = Turing(ctx)
     await turing.start()
     return turing
 
@@ -387,13 +395,13 @@ async def test_secret_values_travel_only_in_secret_parts(bus: InMemoryBus, turin
 
 
 async def test_handler_errors_are_scrubbed_of_known_secrets(
-    bus: InMemoryBus, tmp_path: Path, recorder: Recorder
+    bus: InMemoryBus, tmp_path: Path, recorder: Recorder, redactor: SecretRedactor
 ) -> None:
-    original = ErrorHook.scrub
+    """Turing feeds the process's redactor (its context's), and the bus scrubs handler errors with it."""
     value = unique_secret()
-    clumsy = Clumsy(MadContext(bus=bus, data_dir=tmp_path))
+    clumsy = Clumsy(MadContext(bus=bus, data_dir=tmp_path, redactor=redactor))
     await clumsy.start()
-    turing = await start_turing(bus, tmp_path)
+    turing = await start_turing(bus, tmp_path, redactor=redactor)
     try:
         ok(await ask(bus, "keeper", "put", path="providers/openai", value=value))
         reply = await bus.request(
@@ -411,12 +419,10 @@ async def test_handler_errors_are_scrubbed_of_known_secrets(
     finally:
         await turing.stop()
         await clumsy.stop()
-    assert ErrorHook.scrub is original
 
 
 async def test_stored_values_are_known_to_the_redactor_after_unseal(tmp_path) -> None:
     """A secret set offline (CLI) and never read is still redacted once Turing has started."""
-    from mads.turing.redactor import REDACTOR
     from mads.turing.schemas import TuringConfig
     from mads.turing.unsealing import make_vault, unseal_from_config
 
@@ -427,11 +433,11 @@ async def test_stored_values_are_known_to_the_redactor_after_unseal(tmp_path) ->
     assert await unseal_from_config(vault, config, tmp_path) is None
     await vault.put("operator", "providers/offline", canary)
     await vault.close()
-    REDACTOR.clear()
-    assert canary in REDACTOR.redact(f"key={canary}")
-    vault = make_vault(config, tmp_path)
+    redactor = SecretRedactor()
+    assert canary in redactor.redact(f"key={canary}")
+    vault = make_vault(config, tmp_path, redactor)
     await vault.open()
     assert await unseal_from_config(vault, config, tmp_path) is None
     assert await vault.register_all_with_redactor() == 1
     await vault.close()
-    assert canary not in REDACTOR.redact(f"key={canary}")
+    assert canary not in redactor.redact(f"key={canary}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mads.core.redaction import SecretRedactor
 from mads.turing.barrier import (
     AlreadyInitializedError,
     NotInitializedError,
@@ -17,7 +18,6 @@ from mads.turing.barrier import (
     UnsealError,
 )
 from mads.turing.policy import AccessDenied, Policy
-from mads.turing.redactor import SecretRedactor
 from mads.turing.store import (
     CASMismatchError,
     SecretDeletedError,
@@ -238,7 +238,7 @@ async def test_schema_migrations_recorded_and_newer_schema_refused(db_path: Path
     await vault.close()
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
-        raw.execute("INSERT INTO schema_migrations VALUES (99, 'future')")
+        raw.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'future')")
     with pytest.raises(TuringError, match="schema version 99 is newer"):
         await Vault(db_path).open()
 

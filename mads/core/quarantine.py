@@ -22,14 +22,14 @@ from pydantic import ValidationError
 from bus.base import Bus, BusError, Subscription
 from bus.envelope import CommandPart, Envelope, ErrorInfo, Kind, deadline_in
 from bus.topics import SECURITY, SecurityAction
+from mads.core import names
 
 log = logging.getLogger(__name__)
 
-SELF = "mcnamara"
+SELF = names.MCNAMARA
 
 
-def _mad(address: str) -> str:
-    return address.split(".", 1)[0]
+_mad = names.mad_of
 
 
 class QuarantineGate:
@@ -83,7 +83,7 @@ class QuarantineGate:
         with contextlib.suppress(BusError, TimeoutError):
             reply = await bus.request(
                 Envelope(
-                    sender="bus",
+                    sender=names.BUS,
                     recipient=SELF,
                     kind=Kind.REQUEST,
                     deadline=deadline_in(sync_timeout),

@@ -11,7 +11,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 from pydantic import SecretStr
 
-from mads.turing.redactor import REDACTED, RedactingFilter, SecretRedactor
+from mads.core.redaction import REDACTED, RedactingFilter, SecretRedactor
 
 
 @pytest.fixture

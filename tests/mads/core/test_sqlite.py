@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mads.sqlite import Migration, migrate, open_db, open_readonly, prepare_db_file, write_transaction
+from mads.core.sqlite import Migration, migrate, open_db, open_readonly, prepare_db_file, write_transaction
 
-V1: Migration = (1, "CREATE TABLE a (x INTEGER); INSERT INTO a VALUES (1);")
-V2: Migration = (2, "CREATE TABLE b (y TEXT);")
+V1 = Migration(1, "a", "CREATE TABLE a (x INTEGER); INSERT INTO a VALUES (1);")
+V2 = Migration(2, "b", "CREATE TABLE b (y TEXT);")
 
 
 class StoreError(Exception):
@@ -80,8 +80,8 @@ async def test_failing_migration_leaves_the_previous_whole_version(tmp_path: Pat
     db = await open_db(path)
     try:
         await migrate(db, [V1], error=StoreError, label="test")
-        broken: Migration = (2, "CREATE TABLE c (z INTEGER); INSERT INTO nowhere VALUES (1);")
-        with pytest.raises(sqlite3.OperationalError, match="no such table: nowhere"):
+        broken = Migration(2, "broken", "CREATE TABLE c (z INTEGER); INSERT INTO nowhere VALUES (1);")
+        with pytest.raises(StoreError, match=r"test: migration 2 \(broken\) failed: no such table: nowhere"):
             await migrate(db, [V1, broken], error=StoreError, label="test")
         assert not db.in_transaction
     finally:

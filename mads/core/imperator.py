@@ -12,17 +12,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, JsonValue, ValidationError
 
 from bus.base import BusClosed, BusError, DeadlineExceeded, describe_exception
-from bus.envelope import DELTA_MEDIA_TYPE, DataPart, Envelope, ErrorInfo, FieldError, Kind, ProsePart, field_errors
+from bus.envelope import (
+    DELTA_MEDIA_TYPE,
+    DataPart,
+    Envelope,
+    ErrorInfo,
+    FieldError,
+    Kind,
+    Part,
+    ProsePart,
+    field_errors,
+)
 from bus.topics import VALIDATION_FAILURE, StreamDelta, ValidationFailure, stream_topic
-from mads.tools import Call
+from mads.core import names
+from mads.core.errors import RemoteError, ToolFailure
+from mads.core.tools import Call
 
 if TYPE_CHECKING:
-    from mads.base import MAD, ThoughtOutcome
+    from mads.core.base import MAD
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +46,26 @@ MAX_ECHO_ARGUMENTS = 200_000
 NO_LLM_CODE = "no_llm_configured"
 
 
+@dataclass
+class ThoughtOutcome:
+    """What the Imperator produced for one prose request."""
+
+    parts: list[Part]
+    error: ErrorInfo | None = None
+
+
 class ImperatorSettings(BaseModel):
     """Bounds of one thought. A MAD may pass its own to :class:`Imperator`."""
 
     max_steps: int = Field(default=8, ge=1, le=64, description="LLM calls per request.")
     max_invalid: int = Field(default=3, ge=1, le=16, description="Consecutive invalid LLM turns before giving up.")
     role: str = Field(default="imperator", description="Fiedler role whose model thinks for this MAD.")
-    fiedler: str = Field(default="fiedler", description="Address of the LLM router.")
+    fiedler: str = Field(default=names.FIEDLER, description="Address of the LLM router.")
     llm_timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for one chat call.")
     history_turns: int = Field(
         default=20, ge=0, le=100, description="Earlier turns of this conversation (from Rogers) the LLM sees."
     )
-    memory: str = Field(default="rogers", description="Address of the conversation store.")
+    memory: str = Field(default=names.ROGERS, description="Address of the conversation store.")
     memory_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for the conversation history.")
 
 
@@ -106,11 +127,9 @@ class Imperator:
             return await self._loop(envelope)
         except Exception as exc:
             log.exception("imperator of %s failed on %s", self.mad.name, envelope.id)
-            return await self._fail("imperator_failed", describe_exception(exc).message)
+            return await self._fail("imperator_failed", describe_exception(exc, self.mad.redactor.redact).message)
 
     async def _loop(self, envelope: Envelope) -> ThoughtOutcome:
-        from mads.base import RemoteError, ThoughtOutcome
-
         tools = self.mad.tools()
         messages: list[dict[str, JsonValue]] = [
             {"role": "system", "content": self.mad.system_prompt()},
@@ -148,8 +167,6 @@ class Imperator:
         its prose replies), already redacted by Rogers. If the store is unreachable the
         turn goes on without memory rather than failing.
         """
-        from mads.base import RemoteError
-
         limit = self.settings.history_turns
         cid = envelope.conversation_id
         if not limit or cid is None or self.mad.name == self.settings.memory:
@@ -274,14 +291,14 @@ class Imperator:
 
     async def _execute(self, name: str, arguments: dict[str, JsonValue], call: Call) -> dict[str, JsonValue]:
         """Run a validated call; a tool's failure becomes a result the LLM can read and recover from."""
-        from mads.base import RemoteError, ToolFailure
-
         try:
             return {"result": await self.mad.run_tool(name, arguments, call)}
         except (ToolFailure, RemoteError) as exc:
-            return {"error": exc.error.model_dump(mode="json", include={"code", "message", "retryable"})}
+            error = self.mad.redact_error(exc.error)
+            return {"error": error.model_dump(mode="json", include={"code", "message", "retryable"})}
         except Exception as exc:
-            return {"error": describe_exception(exc).model_dump(mode="json", include={"code", "message"})}
+            error = describe_exception(exc, self.mad.redactor.redact)
+            return {"error": error.model_dump(mode="json", include={"code", "message"})}
 
     async def _report(self, problem: Invalid, tool: str | None, attempt: int) -> None:
         event = ValidationFailure(
@@ -309,8 +326,6 @@ class Imperator:
         fields: list[FieldError] | None = None,
         retryable: bool = False,
     ) -> ThoughtOutcome:
-        from mads.base import ThoughtOutcome
-
         error = ErrorInfo(code=code, message=message[:4000], fields=fields or [], retryable=retryable)
         if self._topic:
             delta = StreamDelta(mad=self.mad.name, event="error", done=True, detail={"code": code})

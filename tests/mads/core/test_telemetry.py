@@ -23,12 +23,12 @@ from bus import tracing
 from bus.envelope import CommandPart, Envelope, Kind, ProsePart, deadline_in
 from bus.memory import InMemoryBus
 from bus.topics import LLM_CALL, VALIDATION_FAILURE
-from mads import telemetry
-from mads.base import MAD, MadContext
-from mads.settings import ConfigError, TelemetrySection, load_settings
-from mads.telemetry import JsonFormatter, Telemetry, configure_logging
-from mads.tools import Call, tool
-from mads.turing.redactor import SecretRedactor
+from mads.core import telemetry
+from mads.core.base import MAD, MadContext
+from mads.core.redaction import SecretRedactor
+from mads.core.settings import ConfigError, TelemetrySection, load_settings
+from mads.core.telemetry import JsonFormatter, Telemetry, configure_logging
+from mads.core.tools import Call, tool
 from tests.mads.fiedler.harness import KEY_ENV, SECRET_KEY, config, ecosystem
 from tests.support.llm_server import Reply, ScriptedLLM, ToolCall
 

@@ -10,10 +10,10 @@ Layout of ``ecosystem.toml``::
     [gateway]              # the web door
     port = 8765
 
-    [telemetry]            # traces, metrics, log format (see mads.telemetry)
+    [telemetry]            # traces, metrics, log format (see mads.core.telemetry)
     otlp_endpoint = "http://127.0.0.1:4318"
 
-    [sandbox]              # the WASM cell (see mads.sandbox_capability)
+    [sandbox]              # the WASM cell (see mads.core.sandbox_capability)
     grants = ["hopper"]    # MADs given the run_python tool
     allow_hosts = []       # Marco's SSRF allowlist: hosts, IPs, CIDRs, optional :port
 
@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mads.core import names
 
 ENV_PREFIX = "MAD_"
 DEFAULT_CONFIG = Path("ecosystem.toml")
@@ -123,14 +125,7 @@ class SandboxSection(Section):
     maxima: dict[str, Any] = Field(
         default_factory=dict, description="ceilings for per-run limits (sandbox.LimitMaxima fields)"
     )
-    grants: list[str] = Field(default_factory=lambda: ["hopper"], description="MADs given the run_python tool")
-    allow_hosts: list[str] = Field(
-        default_factory=list,
-        description="hosts, IPs or CIDRs (optionally :port) Marco may fetch although they are not public",
-    )
-    allow_private: bool = Field(
-        default=False, description="let Marco fetch any non-public address except cloud metadata (dev only)"
-    )
+    grants: list[str] = Field(default_factory=lambda: [names.HOPPER], description="MADs given the run_python tool")
 
     @field_validator("maxima")
     @classmethod
@@ -142,15 +137,6 @@ class SandboxSection(Section):
             return LimitMaxima.model_validate(value).model_dump()
         except ValidationError as exc:
             raise ValueError(_nested(exc)) from None
-
-    @field_validator("allow_hosts")
-    @classmethod
-    def _allow_hosts(cls, value: list[str]) -> list[str]:
-        from mads.marco.url_policy import parse_allow_entry
-
-        for entry in value:
-            parse_allow_entry(entry)
-        return value
 
 
 def _nested(exc: ValidationError) -> str:

@@ -1,6 +1,8 @@
-"""Process-wide redaction of known secret values from text, logs and JSON-like data.
+"""Redaction of known secret values from text, logs and JSON-like data.
 
-Every secret Turing writes or reads is registered here, so later output that happens to
+The host makes one :class:`SecretRedactor` per process (by default :data:`REDACTOR`) and passes it
+to the bus, every MAD (``MadContext.redactor``) and the gateway. Every secret Turing writes or
+reads is registered in it, so later output that happens to
 carry it (a log line, an error, a prompt) can be scrubbed. For each value we also match its
 common encodings: JSON-escaped, URL-encoded (quote and quote_plus), and, when the value is
 at least 8 characters, standard and URL-safe base64 (padded and unpadded). Base64 is only
@@ -181,19 +183,8 @@ class SecretRedactor:
 
 
 REDACTOR = SecretRedactor()
-"""The process-wide registry Turing feeds; logging filters default to it."""
-
-
-def register_secret(value: str) -> None:
-    REDACTOR.register(value)
-
-
-def redact(text: str) -> str:
-    return REDACTOR.redact(text)
-
-
-def redact_structure(obj: object) -> object:
-    return REDACTOR.redact_structure(obj)
+"""The process's default redactor: the one the host hands to its bus, its MADs and the gateway
+unless told otherwise, and the one the log handlers use. It is only ever added to, never swapped."""
 
 
 class RedactingFilter(logging.Filter):

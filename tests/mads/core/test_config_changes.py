@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mads.config_changes import FINGERPRINT_FILE, detect
+from mads.core.audit_trail import AuditTrail
+from mads.core.config_changes import FINGERPRINT_FILE, detect
+from mads.core.settings import load_settings
 from mads.host import Host
-from mads.mcnamara.audit_trail import AuditTrail
-from mads.settings import load_settings
 
 
 def test_first_start_then_only_changed_keys(tmp_path: Path) -> None:

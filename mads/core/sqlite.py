@@ -2,7 +2,9 @@
 
 One way to create a private database file, open it (WAL, busy timeout), run versioned
 migrations and roll back, so every store gets the same durability and the same file
-permissions. Each store keeps its own schema, migrations and error class.
+permissions. Each store keeps its own migrations (in code, or as ``NNN_name.sql`` files
+read by :func:`load_migrations`) and its own error class; there is one migration system
+and one ``schema_migrations`` table shape for all of them.
 """
 
 from __future__ import annotations
@@ -10,16 +12,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import aiosqlite
 
-Migration = tuple[int, str]
-"""(version, script): versions count up from 1; a script is ``;``-separated statements."""
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version: ``version`` counts up from 1; ``sql`` is a script of complete statements."""
+
+    version: int
+    name: str
+    sql: str
+
+    def statements(self) -> list[str]:
+        return split_statements(self.sql)
+
+
+class MigrationScriptError(ValueError):
+    """A migration script or directory is malformed (a programming error, found at import)."""
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a script into complete statements (triggers' inner ``;`` included) using SQLite's own parser."""
+    statements: list[str] = []
+    start = 0
+    for end, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : end + 1]):
+            statement = script[start : end + 1].strip()
+            if _has_code(statement):
+                statements.append(statement)
+            start = end + 1
+    buffer = script[start:]
+    if _has_code(buffer):
+        raise MigrationScriptError(f"incomplete SQL statement at the end of the script: {buffer.strip()[:80]!r}")
+    return statements
+
+
+def _has_code(sql: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in sql.splitlines())
+
+
+_FILE_NAME = re.compile(r"^(\d{3})_([a-z][a-z0-9_]*)\.sql$")
+
+
+def load_migrations(directory: Path) -> tuple[Migration, ...]:
+    """Every ``NNN_name.sql`` in ``directory``, checked to be numbered 1, 2, 3… without gaps."""
+    found = []
+    for path in sorted(directory.iterdir()):
+        match = _FILE_NAME.match(path.name)
+        if match is None:
+            continue
+        found.append(Migration(int(match.group(1)), match.group(2), path.read_text(encoding="utf-8")))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationScriptError(
+                f"migration {migration.version} ({migration.name}) found where {expected} was expected"
+            )
+    return tuple(found)
+
 
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 
@@ -114,35 +171,52 @@ async def migrate(
     """Apply the pending migrations in order, each with its ``schema_migrations`` row in one transaction.
 
     A crash leaves the database at a whole version; a migration another process applied while
-    this one waited for the lock is skipped. A database newer than ``migrations`` is refused
-    with ``error("<label> schema version N is newer than this code supports (M)")`` rather
-    than misread. Returns the resulting version.
+    this one waited for the lock is skipped. A failing migration raises ``error("<label>: migration
+    N (name) failed: …")`` and leaves the previous version whole. A database newer than
+    ``migrations`` is refused with ``error("<label> schema version N is newer than this code
+    supports (M)")`` rather than misread. ``db`` may be in autocommit mode or not: transactions
+    are explicit. Returns the resulting version.
     """
-    await db.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
-    current = await _schema_version(db)
-    latest = migrations[-1][0] if migrations else 0
+    await _ensure_table(db)
+    current = await schema_version(db)
+    latest = migrations[-1].version if migrations else 0
     if current > latest:
         raise error(f"{label} schema version {current} is newer than this code supports ({latest})")
-    for version, script in migrations:
-        if version <= current:
+    for migration in migrations:
+        if migration.version <= current:
             continue
-        async with write_transaction(db):
-            async with db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)) as cur:
-                done = await cur.fetchone() is not None
-            if not done:
-                for statement in filter(str.strip, script.split(";")):
-                    await db.execute(statement)
-                await db.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                    (version, datetime.now(UTC).isoformat(timespec="microseconds")),
-                )
-        current = version
+        try:
+            async with write_transaction(db):
+                async with db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)) as cur:
+                    done = await cur.fetchone() is not None
+                if not done:
+                    for statement in migration.statements():
+                        await db.execute(statement)
+                    await db.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                        (migration.version, migration.name, datetime.now(UTC).isoformat(timespec="microseconds")),
+                    )
+        except sqlite3.Error as exc:
+            raise error(f"{label}: migration {migration.version} ({migration.name}) failed: {exc}") from exc
+        current = migration.version
     return current
 
 
-async def _schema_version(db: aiosqlite.Connection) -> int:
+async def _ensure_table(db: aiosqlite.Connection) -> None:
+    """The one ``schema_migrations`` shape; a table from before ``name`` existed gets the column."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations"
+        " (version INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '', applied_at TEXT NOT NULL)"
+    )
+    async with db.execute("PRAGMA table_info(schema_migrations)") as cur:
+        columns = {row[1] for row in await cur.fetchall()}
+    if "name" not in columns:
+        await db.execute("ALTER TABLE schema_migrations ADD COLUMN name TEXT NOT NULL DEFAULT ''")
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    """The highest applied version (0 for a new database)."""
+    await _ensure_table(db)
     async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0

@@ -60,6 +60,18 @@ class Tool:
         schema.setdefault("additionalProperties", False)
         return schema
 
+    @classmethod
+    def from_model(cls, name: str, description: str, args_model: type[BaseModel], func: ToolFunc) -> Tool:
+        """A tool whose argument model is given explicitly (built at run time, e.g. bounded by configuration).
+
+        ``func`` takes ``(args)`` or ``(args, call)``; it is called as it is, never rewritten.
+        """
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(f"tool {name} must be async")
+        if not (inspect.isclass(args_model) and issubclass(args_model, BaseModel)):
+            raise TypeError(f"tool {name}: the argument model must be a pydantic model")
+        return cls(name=name, description=description, args_model=args_model, func=func, wants_call=_takes_call(func))
+
     def descriptor(self) -> dict[str, Any]:
         """The MCP ``Tool`` shape: name, description, inputSchema."""
         return {"name": self.name, "description": self.description, "inputSchema": self.input_schema()}
@@ -85,7 +97,7 @@ def tool(description: str | None = None, *, name: str | None = None) -> Callable
 
 
 def collect_tools(owner: object) -> dict[str, Tool]:
-    """Every ``@tool`` method of ``owner``, bound, with its argument model resolved."""
+    """Every ``@tool`` method of ``owner``, bound, with its argument model read from its signature."""
     tools: dict[str, Tool] = {}
     for klass in reversed(type(owner).__mro__):
         for attr, value in vars(klass).items():
@@ -98,12 +110,19 @@ def collect_tools(owner: object) -> dict[str, Tool]:
 
 
 def make_tool(name: str, description: str, func: ToolFunc) -> Tool:
-    """Build a :class:`Tool` from a (bound) coroutine function ``(args[, call])``."""
+    """A :class:`Tool` from a (bound) coroutine function ``(args[, call])`` whose first parameter is
+    annotated with its argument model."""
     params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
     if not params:
         raise TypeError(f"tool {name} needs an argument-model parameter")
-    hints = get_type_hints(func)
-    model = hints.get(params[0].name)
+    model = get_type_hints(func).get(params[0].name)
     if not (inspect.isclass(model) and issubclass(model, BaseModel)):
         raise TypeError(f"tool {name}: first parameter must be annotated with a pydantic model")
-    return Tool(name=name, description=description, args_model=model, func=func, wants_call=len(params) > 1)
+    return Tool.from_model(name, description, model, func)
+
+
+def _takes_call(func: ToolFunc) -> bool:
+    params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
+    if not 1 <= len(params) <= 2:
+        raise TypeError(f"{func.__name__} must take (args) or (args, call)")
+    return len(params) == 2

@@ -41,7 +41,7 @@ from typing import Any
 import aiosqlite
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from mads.sqlite import Migration, migrate, open_db, open_readonly, write_transaction
+from mads.core.sqlite import Migration, migrate, open_db, open_readonly, write_transaction
 
 GENESIS_HASH = "0" * 64
 HMAC_PREFIX = "hmac-sha256:"
@@ -52,8 +52,9 @@ DEFAULT_SENSITIVE_KEYS: frozenset[str] = frozenset(
 _EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 
 _MIGRATIONS: tuple[Migration, ...] = (
-    (
+    Migration(
         1,
+        "audit_log",
         """
         CREATE TABLE audit_log (
             seq INTEGER PRIMARY KEY,
@@ -76,7 +77,7 @@ _MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
-SCHEMA_VERSION = _MIGRATIONS[-1][0]
+SCHEMA_VERSION = _MIGRATIONS[-1].version
 
 
 class AuditError(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from mads.mcnamara.audit_trail import (
+from mads.core.audit_trail import (
     GENESIS_HASH,
     AuditEvent,
     AuditEventType,

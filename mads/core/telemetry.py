@@ -43,8 +43,8 @@ from bus import tracing as bus_tracing
 from bus.base import Bus, Subscription
 from bus.envelope import Envelope
 from bus.topics import LLM_CALL, VALIDATION_FAILURE, ValidationFailure
-from mads.settings import TelemetrySection
-from mads.turing.redactor import REDACTOR, RedactingFilter, SecretRedactor
+from mads.core.redaction import REDACTOR, RedactingFilter, SecretRedactor
+from mads.core.settings import TelemetrySection
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
 from bus.topics import SANDBOX_LIMIT
-from mads.base import MAD, ToolFailure
-from mads.settings import ConfigError, SandboxSection
-from mads.tools import Call, Tool, make_tool
+from mads.core.base import MAD, ToolFailure
+from mads.core.settings import ConfigError, SandboxSection
+from mads.core.tools import Call, Tool
 from sandbox import LimitMaxima, RunResult, Sandbox, SandboxError
 from sandbox.limits import MODULE_MIN_MEMORY
 
@@ -199,9 +199,7 @@ class SandboxCapability:
         async def run_python(args: BaseModel, call: Call) -> RunResult:
             return await self.run(mad, call, "run_python", **args.model_dump())
 
-        # The argument model is built at run time from the maxima, so make_tool must see it, not BaseModel.
-        run_python.__annotations__ = {"args": args_model, "call": Call, "return": RunResult}
-        return make_tool("run_python", RUN_PYTHON_DESCRIPTION, run_python)
+        return Tool.from_model("run_python", RUN_PYTHON_DESCRIPTION, args_model, run_python)
 
     async def run(
         self,

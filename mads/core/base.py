@@ -4,7 +4,7 @@ Every MAD subclasses :class:`MAD`. Its handler splits each request by part type:
 
 - **command** parts run directly against the named tool — no LLM, zero tokens;
 - **prose** parts go to the Imperator, a tool-calling loop through Fiedler in which
-  every tool call is validated (see :mod:`mads.imperator`);
+  every tool call is validated (see :mod:`mads.core.imperator`);
 - **data** parts go to :meth:`MAD.on_data` (refused unless the MAD accepts data).
 
 MADs never import each other: :meth:`MAD.call` and :meth:`MAD.ask` go over the bus.
@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
-from bus.base import Bus, BusClosed, ErrorHook, Subscription
+from bus.base import Bus, BusClosed, Subscription
 from bus.contract import Contract
 from bus.envelope import (
     JSON_MEDIA_TYPE,
@@ -42,7 +42,10 @@ from bus.envelope import (
 from bus.ids import new_id
 from bus.topics import TOOL_CALL, ToolCallEvent
 from bus.tracing import current_trace
-from mads.tools import Call, Tool, collect_tools
+from mads.core.errors import RemoteError, ToolFailure
+from mads.core.imperator import Imperator, ThoughtOutcome
+from mads.core.redaction import SecretRedactor
+from mads.core.tools import Call, Tool, collect_tools
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +54,6 @@ class NoConfig(BaseModel):
     """The configuration of a MAD that takes none: any key is an error."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class RemoteError(Exception):
-    """A peer answered with an error envelope."""
-
-    def __init__(self, recipient: str, error: ErrorInfo) -> None:
-        super().__init__(f"{recipient}: {error.code}: {error.message}")
-        self.recipient = recipient
-        self.error = error
 
 
 @dataclass
@@ -71,18 +65,19 @@ class MadContext:
     config: BaseModel = field(default_factory=NoConfig)
     capabilities: dict[str, Any] = field(default_factory=dict)
     """Infrastructure granted to this MAD by configuration (e.g. ``"sandbox"``)."""
+    redactor: SecretRedactor = field(default_factory=SecretRedactor)
+    """The process's secret redactor: what leaves this MAD (errors, stored text, prompts) passes through it."""
 
 
-@dataclass
-class ThoughtOutcome:
-    """What the Imperator produced for one prose request."""
-
-    parts: list[Part]
-    error: ErrorInfo | None = None
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
-class MAD:
-    """Base class of every MAD. Subclasses set the class attributes and add ``@tool`` methods."""
+class MAD(Generic[ConfigT]):
+    """Base class of every MAD. Subclasses set the class attributes and add ``@tool`` methods.
+
+    ``class Grace(MAD[GraceConfig])`` with ``config_model = GraceConfig``: the base validates the
+    MAD's configuration section once, and ``self.config`` is typed.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -97,6 +92,11 @@ class MAD:
     def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
         self.ctx = ctx
         self.bus = ctx.bus
+        self.redactor = ctx.redactor
+        config = ctx.config
+        if not isinstance(config, self.config_model):
+            config = self.config_model.model_validate(config.model_dump())
+        self.config = cast(ConfigT, config)
         self.instance = instance
         self.address = f"{self.name}.{instance}" if instance else self.name
         self._tools = collect_tools(self)
@@ -211,15 +211,13 @@ class MAD:
                     return envelope.error_reply(
                         validation_error(exc, prefix=f"content.{index}.arguments", code="invalid_arguments")
                     )
-                except RemoteError as exc:
-                    return envelope.error_reply(exc.error)
-                except ToolFailure as exc:
-                    return envelope.error_reply(exc.error)
+                except (RemoteError, ToolFailure) as exc:
+                    return envelope.error_reply(self.redact_error(exc.error))
                 out.append(self.result_part(part.tool, value))
         if any(isinstance(p, ProsePart) for p in envelope.content):
             outcome = await self.think(envelope)
             if outcome.error is not None:
-                return envelope.error_reply(outcome.error)
+                return envelope.error_reply(self.redact_error(outcome.error))
             out.extend(outcome.parts)
         data = [p for p in envelope.content if isinstance(p, DataPart)]
         if data:
@@ -232,10 +230,18 @@ class MAD:
         """The reply part carrying one tool's result; a MAD may label some results (e.g. secrets)."""
         return DataPart(media_type=JSON_MEDIA_TYPE, value=value)
 
+    def redact_error(self, error: ErrorInfo) -> ErrorInfo:
+        """``error`` with known secrets scrubbed from its message and field reasons: tools quote their
+        input ("no conversation 'x'"), and that input may be a secret someone pasted."""
+        redact = self.redactor.redact
+        message = redact(error.message)
+        fields = [f.model_copy(update={"reason": redact(f.reason)}) for f in error.fields]
+        if message == error.message and all(a.reason == b.reason for a, b in zip(fields, error.fields, strict=True)):
+            return error
+        return error.model_copy(update={"message": message, "fields": fields})
+
     async def think(self, envelope: Envelope) -> ThoughtOutcome:
         """Send prose to the Imperator (a validated tool-calling loop through Fiedler)."""
-        from mads.imperator import Imperator
-
         return await Imperator(self).run(envelope)
 
     async def on_event(self, envelope: Envelope) -> None:
@@ -317,14 +323,4 @@ class MAD:
             )
 
 
-class ToolFailure(Exception):
-    """Raised by a tool to answer with a typed error instead of a result.
-
-    The message is scrubbed of known secrets (:attr:`ErrorHook.scrub`): tools often quote
-    their input ("no conversation 'x'"), and that input may be a secret someone pasted.
-    """
-
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
-        message = ErrorHook.scrub(message)
-        super().__init__(message)
-        self.error = ErrorInfo(code=code, message=message, retryable=retryable)
+__all__ = ["MAD", "MadContext", "NoConfig", "RemoteError", "ThoughtOutcome", "ToolFailure"]

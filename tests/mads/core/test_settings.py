@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mads.settings import ConfigError, load_settings
+from mads.core.settings import ConfigError, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

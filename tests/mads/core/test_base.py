@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from bus.envelope import CommandPart, DataPart, Envelope, Kind, deadline_in
 from bus.memory import InMemoryBus
 from bus.topics import TOOL_CALL
-from mads.base import MAD, MadContext, ToolFailure
-from mads.tools import Call, tool
+from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.tools import Call, tool
 
 
 class AddArgs(BaseModel):

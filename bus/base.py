@@ -9,6 +9,7 @@ and the transports only move envelopes.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import re
@@ -63,6 +64,10 @@ class BusClosed(BusError):
     """The bus is closing or closed: nothing new is accepted."""
 
 
+class ForgedSender(BusError):
+    """An envelope names a sender its publisher may not speak for."""
+
+
 class DeadlineExceeded(BusError):
     """No reply arrived before the request's deadline."""
 
@@ -91,6 +96,10 @@ class DeliveryRules:
 
     gates: list[Gate] = field(default_factory=list)
     redact: Redact = verbatim
+    running: dict[str, asyncio.Timeout] = field(default_factory=dict)
+    """Requests being handled in this process, by envelope id: the scope that ends each at its deadline."""
+    cancelled: set[str] = field(default_factory=set)
+    """Requests whose cancellation was asked for (:meth:`Bus.cancel`): answered ``cancelled``, not dropped."""
 
 
 def describe_exception(exc: BaseException, redact: Redact = verbatim) -> ErrorInfo:
@@ -109,6 +118,7 @@ class BusStats(BaseModel):
     late_replies_dropped: int = 0
     expired_requests_dropped: int = 0
     undeliverable: int = 0
+    cancelled: int = 0
     queue_depth: dict[str, int] = {}
 
 
@@ -123,6 +133,7 @@ class Counters:
     late_replies_dropped: int = 0
     expired_requests_dropped: int = 0
     undeliverable: int = 0
+    cancelled: int = 0
 
     def snapshot(self, queue_depth: dict[str, int]) -> BusStats:
         return BusStats(
@@ -133,6 +144,7 @@ class Counters:
             late_replies_dropped=self.late_replies_dropped,
             expired_requests_dropped=self.expired_requests_dropped,
             undeliverable=self.undeliverable,
+            cancelled=self.cancelled,
             queue_depth=queue_depth,
         )
 
@@ -206,6 +218,15 @@ class Bus(ABC):
     @property
     def gates(self) -> list[Gate]:
         return self.rules.gates
+
+    def cancel(self, request_id: str) -> bool:
+        """Stop handling the request ``request_id`` if this process is handling it.
+
+        Its handler is cancelled where it waits (its own sub-requests are cancelled in turn),
+        and the request is answered with ``cancelled``. Returns whether it was running here.
+        Transports spanning processes override this to reach every process.
+        """
+        return cancel_running(self.rules, request_id)
 
     def add_gate(self, gate: Gate) -> None:
         self.rules.gates.append(gate)
@@ -340,7 +361,17 @@ async def run_handler(
             return envelope.error_reply(problem, sender=_sender_for(spec, envelope)) if is_request else None
     stats.delivered += 1
     try:
-        result = await spec.handler(envelope)
+        result = await (_handle_request(spec, envelope, rules) if is_request else spec.handler(envelope))
+    except _Ended:
+        if envelope.id in rules.cancelled:
+            rules.cancelled.discard(envelope.id)
+            stats.cancelled += 1
+            return envelope.error_reply(
+                ErrorInfo(code="cancelled", message=f"the request to {envelope.recipient} was cancelled"),
+                sender=_sender_for(spec, envelope),
+            )
+        stats.expired_requests_dropped += 1
+        return None
     except Exception as exc:
         stats.handler_errors += 1
         if _tracing.ACTIVE:
@@ -359,7 +390,56 @@ async def run_handler(
     if envelope.expired():
         stats.late_replies_dropped += 1
         return None
+    if not _answers(result, envelope, spec):
+        stats.rejected += 1
+        log.error("handler for %s returned a reply that does not answer %s; refused", spec.pattern, envelope.id)
+        return envelope.error_reply(
+            ErrorInfo(code="forged_reply", message=f"{envelope.recipient} answered with a reply that is not its own"),
+            sender=_sender_for(spec, envelope),
+        )
     return result
+
+
+class _Ended(Exception):
+    """A request's handler was stopped: its deadline passed or it was cancelled."""
+
+
+async def _handle_request(spec: SubscriptionSpec, envelope: Envelope, rules: DeliveryRules) -> Envelope | None:
+    """Run the handler in a scope that ends it at the request's deadline, or when it is cancelled."""
+    remaining = envelope.remaining()
+    when = None if remaining is None else asyncio.get_running_loop().time() + remaining
+    key = envelope.id
+    try:
+        async with asyncio.timeout_at(when) as scope:
+            rules.running[key] = scope
+            try:
+                return await spec.handler(envelope)
+            finally:
+                if rules.running.get(key) is scope:
+                    del rules.running[key]
+    except TimeoutError:
+        if scope.expired():
+            raise _Ended from None
+        raise
+
+
+def cancel_running(rules: DeliveryRules, request_id: str) -> bool:
+    scope = rules.running.get(request_id)
+    if scope is None or scope.expired():
+        return False
+    rules.cancelled.add(request_id)
+    scope.reschedule(asyncio.get_running_loop().time())
+    return True
+
+
+def _answers(reply: Envelope, request: Envelope, spec: SubscriptionSpec) -> bool:
+    """A reply comes from the request's recipient, answers that request and serves the same principal."""
+    return (
+        reply.correlation_id == request.id
+        and (reply.kind is Kind.REPLY or reply.kind is Kind.ERROR)
+        and (reply.sender == request.recipient or reply.sender == _sender_for(spec, request))
+        and (reply.principal is request.principal or reply.principal == request.principal)
+    )
 
 
 _NO_RULES = DeliveryRules()

@@ -1,7 +1,10 @@
 """The one envelope for all bus traffic.
 
 Every message — a user's chat line, a tool call between MADs, a reply, an audit
-event — is an :class:`Envelope`. Unknown fields are rejected everywhere
+event — is an :class:`Envelope`. Besides who sent it, an envelope says whom the work
+serves (its :class:`Principal`, a person or the system), which turn of a person it
+belongs to, and the chain of MADs it came through: the authority every receiver
+checks, carried unchanged from the gateway through every hop. Unknown fields are rejected everywhere
 (``extra="forbid"``) so a hallucinated or misspelt field is an error, not silently
 ignored data. Content is a list of typed parts: a deterministic **command** (tool +
 arguments), fixed **data** (media type + JSON value) or **prose** (text).
@@ -15,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from bus.ids import ID_PATTERN, new_id
 
@@ -23,6 +26,10 @@ ADDRESS_PATTERN = r"^[a-z_][a-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$"
 """A MAD name (``rogers``), an instance (``hopper.01J…``) or a topic (``events.validation``)."""
 
 TOOL_PATTERN = r"^[a-z][a-z0-9_]*$"
+PRINCIPAL_NAME_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+"""A person's name as the gateway knows it (``alice``); ``system`` is reserved for the system itself."""
+MAX_CHAIN = 16
+"""MADs one piece of work may pass through: deeper is a loop (handoffs forever), refused by the runtime."""
 MAX_PARTS = 64
 MAX_TEXT = 1_000_000
 
@@ -72,6 +79,41 @@ class ProsePart(Strict):
 Part = Annotated[CommandPart | DataPart | ProsePart, Field(discriminator="type")]
 
 
+class Principal(Strict):
+    """Whom a piece of work serves: a person in their role, or the system itself.
+
+    Set by the gateway from the authenticated session (``user`` or ``operator``), or
+    ``system`` for work no person asked for (start-up, schedules, a MAD's own upkeep).
+    An action is allowed only if both the acting MAD and the principal may do it, so an
+    LLM working for a person never holds more authority than that person.
+    """
+
+    kind: Literal["user", "operator", "system"]
+    name: str = Field(pattern=PRINCIPAL_NAME_PATTERN)
+
+    @model_validator(mode="after")
+    def _system_is_reserved(self) -> Principal:
+        if (self.kind == "system") != (self.name == SYSTEM_NAME):
+            raise ValueError(f"the name {SYSTEM_NAME!r} is the system's and only the system's")
+        return self
+
+    @property
+    def is_person(self) -> bool:
+        return self.kind != "system"
+
+    @property
+    def is_operator(self) -> bool:
+        return self.kind == "operator"
+
+    def __str__(self) -> str:
+        return SYSTEM_NAME if self.kind == "system" else f"{self.kind}:{self.name}"
+
+
+SYSTEM_NAME = "system"
+SYSTEM = Principal(kind="system", name=SYSTEM_NAME)
+"""The principal of work no person asked for."""
+
+
 class TraceContext(Strict):
     """W3C trace context, carried so one trace spans every bus hop."""
 
@@ -96,6 +138,14 @@ class Envelope(Strict):
     created_at: datetime = Field(default_factory=_now)
     deadline: datetime | None = None
     trace: TraceContext | None = None
+    principal: Principal = SYSTEM
+    """Whom this work serves; replies and every sub-request carry it unchanged."""
+    turn: str | None = Field(default=None, pattern=ID_PATTERN)
+    """The id of the person's message that started this work (budgets per turn count by it)."""
+    chain: tuple[Annotated[str, Field(pattern=ADDRESS_PATTERN, max_length=128)], ...] = Field(
+        default=(), max_length=MAX_CHAIN
+    )
+    """The MADs this work came through before this envelope, oldest first, its sender last (audit: who acted)."""
     content: list[Part] = Field(min_length=1, max_length=MAX_PARTS)
 
     def reply(self, *parts: CommandPart | DataPart | ProsePart, sender: str | None = None) -> Envelope:
@@ -111,6 +161,9 @@ class Envelope(Strict):
             correlation_id=self.id,
             deadline=self.deadline,
             trace=self.trace,
+            principal=self.principal,
+            turn=self.turn,
+            chain=self.chain,
             content=list(parts),
         )
 
@@ -128,6 +181,9 @@ class Envelope(Strict):
             kind=Kind.ERROR,
             correlation_id=self.id,
             trace=self.trace,
+            principal=self.principal,
+            turn=self.turn,
+            chain=self.chain,
             content=list(content),
         )
 
@@ -164,7 +220,19 @@ class Envelope(Strict):
 
 _PART_TYPES = frozenset({CommandPart, DataPart, ProsePart})
 _REPLY_FIELDS_SET = frozenset(
-    {"conversation_id", "sender", "recipient", "kind", "correlation_id", "deadline", "trace", "content"}
+    {
+        "conversation_id",
+        "sender",
+        "recipient",
+        "kind",
+        "correlation_id",
+        "deadline",
+        "trace",
+        "principal",
+        "turn",
+        "chain",
+        "content",
+    }
 )
 """The fields a reply passes explicitly (so ``model_dump(exclude_unset=True)`` matches a validated one)."""
 _ERROR_FIELDS_SET = _REPLY_FIELDS_SET - {"deadline"}
@@ -239,6 +307,9 @@ def _derive(
     conversation_id = source.conversation_id
     correlation_id = source.id
     trace = source.trace
+    principal = source.principal
+    turn = source.turn
+    chain = source.chain
     if not (
         _is_address(sender)
         and _is_address(recipient)
@@ -246,6 +317,11 @@ def _derive(
         and _is_conversation(conversation_id)
         and (deadline is None or type(deadline) is datetime)
         and (trace is None or type(trace) is TraceContext)
+        and type(principal) is Principal
+        and (turn is None or _is_id(turn))
+        and type(chain) is tuple
+        and len(chain) <= MAX_CHAIN
+        and all(map(_is_address, chain))
         and 1 <= len(parts) <= MAX_PARTS
         and _PART_TYPES.issuperset(map(type, parts))
     ):
@@ -265,6 +341,9 @@ def _derive(
             "created_at": _now(),
             "deadline": deadline,
             "trace": trace,
+            "principal": principal,
+            "turn": turn,
+            "chain": chain,
             "content": list(parts),
         },
     )

@@ -352,6 +352,9 @@ class InMemoryBus(Bus):
         except BaseException:
             if not future.done():
                 future.cancel()
+            if future.cancelled():
+                # Whoever asked stopped waiting (cancelled, or its own deadline ended it): so does the work.
+                self.cancel(key)
             raise
         finally:
             if self._pending.get(key) is future:

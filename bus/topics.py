@@ -22,6 +22,8 @@ TOOL_CALL = "events.tool_call"
 SANDBOX_LIMIT = "events.sandbox_limit"
 URL_REFUSED = "events.url_refused"
 MAD_LIFECYCLE = "events.mad_lifecycle"
+MAD_FAULT = "events.mad_fault"
+"""A MAD's own handler raised (its code failed, not an LLM's output): :class:`MadFault`."""
 AUTH = "events.auth"
 """A login or token check at the gateway (:class:`AuthEvent`); McNamara audits it and watches for bursts."""
 CONFIG_CHANGE = "events.config_change"
@@ -51,6 +53,15 @@ class ValidationFailure(Strict):
     attempt: int = 0
 
 
+class MadFault(Strict):
+    """A MAD's handler raised an unexpected exception (answered as ``handler_error``)."""
+
+    mad: str
+    error_type: str = Field(max_length=200)
+    envelope_id: str
+    tool: str | None = None
+
+
 class StreamDelta(Strict):
     """A piece of a reply as it is produced."""
 
@@ -68,6 +79,11 @@ class ToolCallEvent(Strict):
     ok: bool
     conversation_id: str | None = None
     caller: str
+    """The address that asked (a MAD, or a person's ``user.<name>`` at the gateway)."""
+    principal: str = "system"
+    """Whom the call served (``user:alice``, ``operator:admin``, ``system``)."""
+    chain: list[str] = Field(default_factory=list)
+    """The MADs the work came through before this tool ran (``grace`` → ``rogers``)."""
     duration_ms: float
 
 

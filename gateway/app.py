@@ -91,7 +91,9 @@ class Gateway:
         context = self._ssl_context()
         await self.auth.store.open()
         await self.auth.blocks.follow(self.state.bus)
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
+        # handler_cancellation: a client that goes away cancels its handler, and with it (MadClient.send)
+        # the work its request started on the bus.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=context)
         try:

@@ -47,6 +47,9 @@ class Drain:
         abort = asyncio.ensure_future(self._abort.wait())
         try:
             await asyncio.wait({task, abort}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()  # the client went away (handler cancelled): stop what it was waiting for
+            raise
         finally:
             abort.cancel()
         if task.done():

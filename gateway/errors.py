@@ -44,10 +44,12 @@ class ApiError(Exception):
         message: str,
         fields: Iterable[FieldError] = (),
         headers: dict[str, str] | None = None,
+        *,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.info = ErrorInfo(code=code, message=message, fields=list(fields))
+        self.info = ErrorInfo(code=code, message=message, fields=list(fields), retryable=retryable)
         self.headers = headers
 
     @classmethod

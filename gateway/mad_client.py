@@ -1,9 +1,11 @@
 """The gateway's side of the bus: requests on behalf of a person, MAD errors mapped to HTTP.
 
 Everything the API does goes through here, so the rules live in one place: the sender
-is ``user.<principal>``, every request has a deadline, a timeout is 504, a MAD that is
-not running is 503, an unknown conversation is 404 and any other MAD failure is 502,
-always with the MAD's own code and message.
+is ``user.<name>`` and the principal is the authenticated person (name and role), set
+here from the session and nowhere else; a person's message starts a *turn* (its id
+travels with all the work it causes); every request has a deadline; a timeout is 504,
+a MAD that is not running is 503, an unknown conversation is 404 and any other MAD
+failure is 502, always with the MAD's own code, message and ``retryable`` flag.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from bus.envelope import (
     ErrorInfo,
     Kind,
     Part,
+    Principal,
     ProsePart,
     deadline_in,
 )
+from bus.ids import new_id
 from bus.topics import PARTICIPANTS_MEDIA_TYPE
 from gateway.drain import Drain
 from gateway.errors import ApiError
@@ -44,9 +48,9 @@ _STATUS_BY_CODE = {
 
 
 def upstream_error(mad: str, error: ErrorInfo) -> ApiError:
-    """A MAD's error reply as an HTTP error carrying the MAD's code, message and fields."""
+    """A MAD's error reply as an HTTP error carrying the MAD's code, message, fields and retryable flag."""
     status = _STATUS_BY_CODE.get(error.code, 502)
-    return ApiError(status, error.code, f"{mad}: {error.message}", error.fields)
+    return ApiError(status, error.code, f"{mad}: {error.message}", error.fields, retryable=error.retryable)
 
 
 class MadClient:
@@ -58,29 +62,46 @@ class MadClient:
         self.reply_timeout = reply_timeout
 
     def envelope(
-        self, recipient: str, *parts: Part, principal: str, conversation_id: str | None, timeout: float
+        self,
+        recipient: str,
+        *parts: Part,
+        principal: Principal,
+        conversation_id: str | None,
+        timeout: float,
+        starts_turn: bool = False,
     ) -> Envelope:
+        """A request for ``principal``; ``starts_turn`` makes it the first of a turn (a person's message)."""
+        envelope_id = new_id()
         return Envelope(
+            id=envelope_id,
             sender=user_address(principal),
             recipient=recipient,
             kind=Kind.REQUEST,
             conversation_id=conversation_id,
             deadline=deadline_in(timeout),
+            principal=principal,
+            turn=envelope_id if starts_turn else None,
             content=list(parts),
         )
 
     async def send(self, envelope: Envelope) -> Envelope:
-        """Publish a request and wait for its reply; gives up with 503 when the gateway drains."""
+        """Publish a request and wait for its reply; gives up with 503 when the gateway drains.
+
+        If the waiting is cancelled (the client went away), the request is cancelled on the bus,
+        so the work it started stops too.
+        """
         try:
             return await self.drain.race(self.bus.request(envelope))
         except DeadlineExceeded:
             assert envelope.deadline is not None
             seconds = (envelope.deadline - envelope.created_at).total_seconds()
             raise ApiError(
-                504, "upstream_timeout", f"{envelope.recipient} did not answer within {seconds:.3g}s"
+                504, "upstream_timeout", f"{envelope.recipient} did not answer within {seconds:.3g}s", retryable=True
             ) from None
         except BusClosed:
-            raise ApiError(503, "shutting_down", "the ecosystem is shutting down; try again when it is back") from None
+            raise ApiError(
+                503, "shutting_down", "the ecosystem is shutting down; try again when it is back", retryable=True
+            ) from None
 
     async def call(
         self,
@@ -88,7 +109,7 @@ class MadClient:
         tool: str,
         arguments: dict[str, JsonValue] | None = None,
         *,
-        principal: str,
+        principal: Principal,
         conversation_id: str | None = None,
     ) -> JsonValue:
         """Run one tool of a MAD by command (no LLM); its error becomes an :class:`ApiError`."""
@@ -103,19 +124,28 @@ class MadClient:
         values = reply.data()
         return values[0] if values else None
 
-    async def conversation(self, conversation_id: str, *, principal: str) -> JsonValue:
+    async def conversation(self, conversation_id: str, *, principal: Principal) -> JsonValue:
         """The conversation's record from Rogers; 404 if there is none."""
         return await self.call(ROGERS, "get_conversation", {"conversation_id": conversation_id}, principal=principal)
 
-    async def send_message(self, conversation_id: str, text: str, *, principal: str) -> MessageResult:
-        """Give a person's text to Grace, wait for her reply, make the exchange durable, return it."""
-        await self.conversation(conversation_id, principal=principal)
+    async def send_message(self, conversation_id: str, text: str, *, principal: Principal) -> MessageResult:
+        """Give a person's text to Grace, wait for her reply, make the exchange durable, return it.
+
+        Only the conversation's owner writes in it: another person gets 404 from Rogers (as if it
+        did not exist), an operator — who may read anyone's — gets 403.
+        """
+        conversation = await self.conversation(conversation_id, principal=principal)
+        if isinstance(conversation, dict) and conversation.get("owner") != principal.name:
+            raise ApiError(
+                403, "forbidden", "this conversation is another person's: an operator may read it, not write in it"
+            )
         sent = self.envelope(
             GRACE,
             ProsePart(text=text),
             principal=principal,
             conversation_id=conversation_id,
             timeout=self.reply_timeout,
+            starts_turn=True,
         )
         reply = await self.send(sent)
         if reply.error is not None:

@@ -11,9 +11,11 @@ from typing import Literal
 
 from aiohttp import web
 
+from bus.envelope import Principal
 from gateway.auth.sessions import Session
 from gateway.auth.store import Role
 from gateway.errors import ApiError
+from mads.core.authority import PERSON_PREFIX
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,10 @@ def identity_of(request: web.Request) -> Identity:
     return identity
 
 
-def principal_of(request: web.Request) -> str:
-    return identity_of(request).principal
+def principal_of(request: web.Request) -> Principal:
+    """The person a request serves, as every envelope the gateway sends for it carries them."""
+    identity = identity_of(request)
+    return Principal(kind=identity.role, name=identity.principal)
 
 
 def require_operator(request: web.Request) -> Identity:
@@ -46,6 +50,6 @@ def require_operator(request: web.Request) -> Identity:
     return identity
 
 
-def user_address(principal: str) -> str:
-    """The bus address a person's messages come from (``user.<principal>``)."""
-    return f"user.{principal}"
+def user_address(principal: Principal) -> str:
+    """The bus address a person's messages come from (``user.<name>``)."""
+    return f"{PERSON_PREFIX}{principal.name}"

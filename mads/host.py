@@ -32,7 +32,7 @@ from mads.core.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 
-def make_bus(url: str, *, process: str, redact: Redact | None = None) -> Bus:
+def make_bus(url: str, *, process: str, redact: Redact | None = None, senders: frozenset[str] | None = None) -> Bus:
     """The transport named by the configuration.
 
     A Redis URL may carry bus settings in its query (``?prefix=prod&reclaim_idle=10``),
@@ -48,7 +48,8 @@ def make_bus(url: str, *, process: str, redact: Redact | None = None) -> Bus:
 
     connection, query = split_url(url)
     try:
-        return RedisBus(connection, **query) if redact is None else RedisBus(connection, redact=redact, **query)
+        extra: dict[str, Any] = {"redact": redact} if redact is not None else {}
+        return RedisBus(connection, senders=senders, **extra, **query)
     except ValidationError as exc:
         problems = "; ".join(
             f"ecosystem.bus: {'.'.join(str(x) for x in err['loc']) or 'query'}: {err['msg']}"
@@ -85,7 +86,9 @@ class Host:
             for name, cls in self.classes.items()
         }
         self.data_dir = prepare_data_dir(settings.ecosystem.data_dir)
-        self.bus: Bus = make_bus(settings.ecosystem.bus, process=self.process, redact=redactor.redact)
+        self.bus: Bus = make_bus(
+            settings.ecosystem.bus, process=self.process, redact=redactor.redact, senders=self.senders()
+        )
         self.mads: dict[str, MAD] = {}
         self.capabilities: dict[str, Any] = {}
         self._announcers: list[PresenceAnnouncer] = []
@@ -102,6 +105,14 @@ class Host:
             )
             self.capabilities["sandbox"] = self.sandbox
         self.telemetry = Telemetry(settings.telemetry, instance=self.process)
+
+    def senders(self) -> frozenset[str]:
+        """Whom this process may send as: its MADs, the host itself, the bus's own errors, its directory,
+        and — where the gateway runs — the gateway and the people it serves (``user.*``)."""
+        own = {*self.names, names.HOST, names.BUS, names.DIRECTORY}
+        if self.serves_gateway:
+            own |= {names.GATEWAY, "user"}
+        return frozenset(own)
 
     @property
     def serves_gateway(self) -> bool:

@@ -38,9 +38,11 @@ from bus.base import (
     Counters,
     DeadlineExceeded,
     DeliveryRules,
+    ForgedSender,
     Handler,
     Redact,
     Subscription,
+    cancel_running,
     check_tap_args,
     new_spec,
     verbatim,
@@ -49,6 +51,7 @@ from bus.contract import Contract
 from bus.envelope import Envelope, Kind
 from bus.redis import lua
 from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
+from bus.redis.cancellation import CancelChannel
 from bus.redis.consumer import RedisSubscription, decode_entry
 from bus.redis.dead_letters import DeadLetter, dead_fields, parse_dead
 from bus.redis.publisher import ScriptBatcher
@@ -107,9 +110,13 @@ class RedisBus(Bus):
         *,
         settings: RedisBusSettings | None = None,
         redact: Redact = verbatim,
+        senders: frozenset[str] | None = None,
         **overrides: Any,
     ) -> None:
         self.rules = DeliveryRules(redact=redact)
+        self.senders = senders
+        """The MADs this process hosts (``None``: any): it may publish only as them (and as people, the
+        gateway, the host and the bus when it runs those), so one process cannot speak for another's MADs."""
         base = settings.model_dump() if settings is not None else {}
         self.settings = RedisBusSettings.model_validate({**base, **overrides})
         self.url = url
@@ -120,6 +127,9 @@ class RedisBus(Bus):
         self.lease_ms = int(self.settings.reclaim_idle * 1000)
         self.redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0)
         self.scripts = _Scripts(self.redis)
+        self._cancels = CancelChannel(
+            self.redis, f"{self.settings.prefix}:cancel", self.rules, self.settings.backoff_max
+        )
         self._publisher = ScriptBatcher(self.redis, self.scripts.publish)
         self.counters = Counters()
         self.transport = _TransportCounters()
@@ -151,6 +161,7 @@ class RedisBus(Bus):
             asyncio.create_task(self._inbox_loop(), name="bus:inbox"),
             asyncio.create_task(self._heartbeat_loop(), name="bus:heartbeat"),
             asyncio.create_task(self._janitor_loop(), name="bus:janitor"),
+            asyncio.create_task(self._cancels.listen(), name="bus:cancellations"),
         ]
 
     def _where(self) -> str:
@@ -181,6 +192,7 @@ class RedisBus(Bus):
             self._pending.clear()
             for tap in taps:
                 await tap.stop(max(0.0, deadline - loop.time()))
+            await self._cancels.close()
             await self._stop_tasks()
             with contextlib.suppress(*TRANSIENT):
                 await self._forget(subs, taps, delete_inbox=True)
@@ -331,6 +343,7 @@ class RedisBus(Bus):
     async def publish(self, envelope: Envelope) -> None:
         if self._closing:
             raise BusClosed("bus is closing; nothing new is accepted")
+        self.check_sender(envelope)
         await self._publish(envelope)
 
     async def _publish(
@@ -446,6 +459,7 @@ class RedisBus(Bus):
             raise BusClosed("bus is closing; nothing new is accepted")
         if envelope.kind is not Kind.REQUEST:
             raise ValueError(f"request() needs kind=request, got {envelope.kind}")
+        self.check_sender(envelope)
         wait = envelope.remaining()
         if wait is None:
             wait = timeout if timeout is not None else DEFAULT_TIMEOUT
@@ -460,8 +474,23 @@ class RedisBus(Bus):
                 return await future
         except TimeoutError:
             raise DeadlineExceeded(envelope, wait) from None
+        except asyncio.CancelledError:
+            self.cancel(envelope.id)  # whoever asked stopped waiting: so does the work, in whichever process
+            raise
         finally:
             self._pending.pop(envelope.id, None)
+
+    def cancel(self, request_id: str) -> bool:
+        """See :meth:`Bus.cancel`: applied here at once and broadcast to every other process."""
+        here = cancel_running(self.rules, request_id)
+        if not self._closing:
+            self._cancels.announce(request_id)
+        return here
+
+    def check_sender(self, envelope: Envelope) -> None:
+        """Refuse to publish as a MAD this process does not host (:attr:`senders`)."""
+        if self.senders is not None and envelope.sender.split(".", 1)[0] not in self.senders:
+            raise ForgedSender(f"this process does not host {envelope.sender!r} and may not send as it")
 
     async def _inbox_loop(self) -> None:
         backoff = Backoff(self.settings.backoff_max)

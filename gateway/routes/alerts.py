@@ -26,9 +26,9 @@ async def list_alerts(request: web.Request) -> web.Response:
 
 @routes.post("/api/alerts/{alert_id}/acknowledge")
 async def acknowledge(request: web.Request) -> web.Response:
-    identity = require_operator(request)
+    require_operator(request)
     await read_body(request, EmptyBody)
     alert = await state_of(request).client.call(
-        MCNAMARA, "acknowledge", {"id": alert_id(request)}, principal=identity.principal
+        MCNAMARA, "acknowledge", {"id": alert_id(request)}, principal=principal_of(request)
     )
     return web.json_response(alert)

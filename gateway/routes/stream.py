@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
-from bus.envelope import ErrorInfo, FieldError, field_errors
+from bus.envelope import ErrorInfo, FieldError, Principal, field_errors
 from bus.topics import stream_topic
 from gateway.errors import ApiError, error_body
 from gateway.outbox import Outbox
@@ -46,7 +46,7 @@ def error_frame(status: int, info: ErrorInfo, client_id: str | None = None) -> d
 class Session:
     """One open socket: reads frames, posts messages through Grace, forwards replies."""
 
-    def __init__(self, state: GatewayState, conversation: str, principal: str, outbox: Outbox) -> None:
+    def __init__(self, state: GatewayState, conversation: str, principal: Principal, outbox: Outbox) -> None:
         self.state = state
         self.conversation = conversation
         self.principal = principal

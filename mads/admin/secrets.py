@@ -18,6 +18,7 @@ import getpass
 import os
 import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,12 @@ from mads.turing.policy import AccessDenied, Capability
 from mads.turing.schemas import OPERATOR, ROTATE_PATH, TuringConfig
 from mads.turing.store import SecretNotFoundError, Vault
 from mads.turing.unsealing import make_vault, unseal_from_config
+
+REDACTION_CONFIRM_TIMEOUT = 5.0
+"""Seconds ``secrets set`` waits for running ecosystems to confirm they redact the new value."""
+REDACTION_POLL = 0.05
+WATCHER_STALE = 10.0
+"""A running ecosystem notes every 2 s that it watches the vault; an older note is a process that is gone."""
 
 ARGV_WARNING = (
     "warning: --value puts the secret in the process list and shell history; prefer --value-stdin or the prompt"
@@ -266,7 +273,9 @@ class _Session:
         if name == "set":
             assert value is not None
             version = await v.put(OPERATOR, args.path, value, args.cas)
-            return _Outcome([f"stored {args.path} version {version}"], {**details, "version": version})
+            lines = [f"stored {args.path} version {version}"]
+            lines.extend(await confirm_redaction(v))
+            return _Outcome(lines, {**details, "version": version})
         if name == "get":
             secret = await v.get(OPERATOR, args.path, args.version)
             return _Outcome([secret.value.get_secret_value()], {**details, "version": secret.version})
@@ -312,6 +321,31 @@ class _Session:
         await self.audit("secret.init", "init", AuditOutcome.SUCCESS, {"method": method})
         print(f"initialized {self.vault.db_path} ({method}); the vault is ready")
         return 0
+
+
+async def confirm_redaction(vault: Vault, timeout: float = REDACTION_CONFIRM_TIMEOUT) -> list[str]:
+    """Wait until every running ecosystem watching this vault redacts the value just written.
+
+    Turing notes in the vault which generation of values it has taught its redactor; this returns
+    once every live one (a note under :data:`WATCHER_STALE` seconds old) has caught up, so from the
+    moment ``secrets set`` returns, the new secret is scrubbed from everything a running ecosystem
+    outputs. A running ecosystem that does not confirm in time is reported, not waited for forever.
+    """
+    target = await vault.generation()
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    while True:
+        now = datetime.now(UTC)
+        live = [(i, seen) for i, seen, beat in await vault.watchers() if (now - beat).total_seconds() < WATCHER_STALE]
+        behind = [i for i, seen in live if seen < target]
+        if not behind:
+            return [f"a running ecosystem ({len(live)} process(es)) redacts it from now on"] if live else []
+        if loop.time() >= give_up:
+            return [
+                f"warning: {len(behind)} running ecosystem process(es) did not confirm within {timeout:g}s that they "
+                "redact the new value; restart them to be sure"
+            ]
+        await asyncio.sleep(REDACTION_POLL)
 
 
 class _Outcome:

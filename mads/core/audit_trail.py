@@ -103,6 +103,7 @@ class AuditEventType(StrEnum):
     SECRET_DENIED = "secret.denied"
     TOOL_CALL = "tool.call"
     VALIDATION_FAILURE = "validation.failure"
+    MAD_FAULT = "mad.fault"
     SANDBOX_VIOLATION = "sandbox.violation"
     LLM_CALL = "llm.call"
     CONFIG_CHANGE = "config.change"

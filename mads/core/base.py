@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast, final
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
@@ -29,6 +29,7 @@ from bus.base import Bus, BusClosed, Subscription
 from bus.contract import Contract
 from bus.envelope import (
     JSON_MEDIA_TYPE,
+    MAX_CHAIN,
     CommandPart,
     DataPart,
     Envelope,
@@ -36,13 +37,14 @@ from bus.envelope import (
     Kind,
     Part,
     ProsePart,
-    deadline_in,
     validation_error,
 )
 from bus.ids import new_id
-from bus.topics import TOOL_CALL, ToolCallEvent
+from bus.topics import MAD_FAULT, TOOL_CALL, MadFault, ToolCallEvent
 from bus.tracing import current_trace
+from mads.core import authority
 from mads.core.errors import RemoteError, ToolFailure
+from mads.core.handle import MadBus
 from mads.core.imperator import Imperator, ThoughtOutcome
 from mads.core.redaction import SecretRedactor
 from mads.core.tools import Call, Tool, collect_tools
@@ -58,7 +60,11 @@ class NoConfig(BaseModel):
 
 @dataclass
 class MadContext:
-    """What the host gives every MAD: the bus, its config section, its data directory."""
+    """What the host gives every MAD: the bus, its config section, its data directory, its redactor.
+
+    ``bus`` is the bus itself; the MAD wraps it in its own :class:`~mads.core.handle.MadBus`,
+    which sends only as that MAD and only for the work in progress.
+    """
 
     bus: Bus
     data_dir: Path
@@ -91,7 +97,7 @@ class MAD(Generic[ConfigT]):
 
     def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
         self.ctx = ctx
-        self.bus = ctx.bus
+        self.bus = MadBus(ctx.bus, self.name)
         self.redactor = ctx.redactor
         config = ctx.config
         if not isinstance(config, self.config_model):
@@ -174,6 +180,11 @@ class MAD(Generic[ConfigT]):
         """Validate and run one tool. Raises ``KeyError`` / ``ValidationError`` on bad input."""
         tool = self._tools[name]
         args = tool.args_model.model_validate(arguments)
+        if tool.operator and (call.via_llm or not call.principal.is_operator):
+            who = "an LLM" if call.via_llm else str(call.principal)
+            raise ToolFailure("forbidden", f"{self.name}.{name} is an operator action; {who} may not run it")
+        if tool.internal and (call.via_llm or call.sender.startswith(authority.PERSON_PREFIX)):
+            raise ToolFailure("forbidden", f"{self.name}.{name} is for the ecosystem's components, not for people")
         started = time.perf_counter()
         ok = False
         try:
@@ -190,6 +201,8 @@ class MAD(Generic[ConfigT]):
                     ok=ok,
                     conversation_id=call.conversation_id,
                     caller=call.sender,
+                    principal=str(call.principal),
+                    chain=list(call.envelope.chain),
                     duration_ms=(time.perf_counter() - started) * 1000,
                 ).model_dump(mode="json"),
                 conversation_id=call.conversation_id,
@@ -197,7 +210,24 @@ class MAD(Generic[ConfigT]):
 
     # ---- message handling ----------------------------------------------------------------
 
+    @final
     async def handle(self, envelope: Envelope) -> Envelope | None:
+        """Handle one envelope as the work it carries (its principal, turn, chain and deadline).
+
+        Final: a MAD customises :meth:`handle_work`, so nothing it does runs outside its work's authority.
+        """
+        with authority.working_on(envelope):
+            try:
+                return await self.handle_work(envelope)
+            except Exception as exc:
+                # The MAD's own code failed (not an LLM's output, which the Imperator turns into typed errors):
+                # McNamara counts these per MAD, and quarantines a MAD that keeps crashing.
+                fault = MadFault(mad=self.name, error_type=type(exc).__name__[:200], envelope_id=envelope.id)
+                await self.emit(MAD_FAULT, fault.model_dump(mode="json"), conversation_id=envelope.conversation_id)
+                raise
+
+    async def handle_work(self, envelope: Envelope) -> Envelope | None:
+        """The request or event, split by part type (runs with ``envelope``'s work current)."""
         if envelope.kind is Kind.EVENT:
             await self.on_event(envelope)
             return None
@@ -262,21 +292,30 @@ class MAD(Generic[ConfigT]):
         *parts: Part,
         conversation_id: str | None = None,
         timeout: float | None = None,
-        on_behalf_of: str | None = None,
     ) -> Envelope:
-        """Send a request and wait for its reply.
+        """Send a request and wait for its reply, as part of the current work.
 
-        ``on_behalf_of`` forwards a person's request under their own address (Grace
-        relaying a user's ``/command``), so the receiver's access control and audit
-        see the person, not the relay — no confused deputy.
+        The envelope carries the work's principal and turn unchanged and its chain extended
+        by this MAD; its deadline is ``timeout`` (default ``call_timeout``) from now but never
+        later than the work's own. There is no way to name another principal: a relay such
+        as Grace forwards a person's command *for* that person by construction.
         """
+        work = authority.current()
+        chain = work.onward(self.address)
+        try:
+            authority.check_chain(chain)
+        except authority.ChainTooLong as exc:
+            raise RemoteError(recipient, ErrorInfo(code="chain_too_long", message=str(exc))) from None
         envelope = Envelope(
-            sender=on_behalf_of or self.address,
+            sender=self.address,
             recipient=recipient,
             kind=Kind.REQUEST,
             conversation_id=conversation_id,
-            deadline=deadline_in(timeout or self.call_timeout),
+            deadline=work.deadline_within(timeout or self.call_timeout),
             trace=current_trace(),
+            principal=work.principal,
+            turn=work.turn,
+            chain=chain,
             content=list(parts),
         )
         return await self.bus.request(envelope)
@@ -310,6 +349,11 @@ class MAD(Generic[ConfigT]):
 
     async def emit(self, topic: str, value: JsonValue, *, conversation_id: str | None = None) -> None:
         """Publish an event (fire and forget; nobody listening is fine; a closing bus drops it)."""
+        await self.publish_event(topic, DataPart(value=value), conversation_id=conversation_id)
+
+    async def publish_event(self, topic: str, part: DataPart, *, conversation_id: str | None = None) -> None:
+        """Publish one event part for the current work (a closing bus drops it)."""
+        work = authority.current()
         with contextlib.suppress(BusClosed):
             await self.bus.publish(
                 Envelope(
@@ -318,7 +362,10 @@ class MAD(Generic[ConfigT]):
                     kind=Kind.EVENT,
                     conversation_id=conversation_id,
                     trace=current_trace(),
-                    content=[DataPart(value=value)],
+                    principal=work.principal,
+                    turn=work.turn,
+                    chain=work.onward(self.address)[-MAX_CHAIN:],
+                    content=[part],
                 )
             )
 

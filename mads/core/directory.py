@@ -19,6 +19,8 @@ from pydantic import Field
 
 from bus.base import Bus, BusClosed, Subscription
 from bus.envelope import DataPart, Envelope, Kind, Strict
+from mads.core import names
+from mads.core.handle import MadBus
 
 PRESENCE = "events.presence"
 PRESENCE_QUERY = "events.presence_query"
@@ -95,8 +97,10 @@ class PresenceAnnouncer:
 class Directory:
     """Keeps the latest card of every MAD it hears about; expires silent ones."""
 
-    def __init__(self, bus: Bus, *, expiry: float = EXPIRY) -> None:
+    def __init__(self, bus: Bus | MadBus, *, expiry: float = EXPIRY, sender: str = names.DIRECTORY) -> None:
         self.bus = bus
+        self.sender = sender
+        """Who asks for presence (the host's directory, or a MAD's own, as that MAD)."""
         self.expiry = expiry
         self._entries: dict[str, tuple[PresenceAnnouncement, float]] = {}
         self._sub: Subscription | None = None
@@ -105,7 +109,7 @@ class Directory:
     async def start(self) -> None:
         self._sub = await self.bus.subscribe(PRESENCE_LISTENER, self._on_presence)
         await self.bus.publish(
-            Envelope(sender="directory", recipient=PRESENCE_QUERY, kind=Kind.EVENT, content=[DataPart(value={})])
+            Envelope(sender=self.sender, recipient=PRESENCE_QUERY, kind=Kind.EVENT, content=[DataPart(value={})])
         )
 
     async def stop(self) -> None:

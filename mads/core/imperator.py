@@ -9,7 +9,6 @@ steps, end the thought with a typed error, never a raw string or an exception.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -17,14 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, JsonValue, ValidationError
 
-from bus.base import BusClosed, BusError, DeadlineExceeded, describe_exception
+from bus.base import BusError, DeadlineExceeded, describe_exception
 from bus.envelope import (
     DELTA_MEDIA_TYPE,
     DataPart,
     Envelope,
     ErrorInfo,
     FieldError,
-    Kind,
     Part,
     ProsePart,
     field_errors,
@@ -97,17 +95,9 @@ class Invalid(Exception):
 
 
 async def publish_stream(mad: MAD, topic: str, delta: StreamDelta, conversation_id: str | None) -> None:
-    """Publish one stream delta (fire and forget; a closing bus drops it)."""
-    with contextlib.suppress(BusClosed):
-        await mad.bus.publish(
-            Envelope(
-                sender=mad.address,
-                recipient=topic,
-                kind=Kind.EVENT,
-                conversation_id=conversation_id,
-                content=[DataPart(media_type=DELTA_MEDIA_TYPE, value=delta.model_dump(mode="json"))],
-            )
-        )
+    """Publish one stream delta for the current work (fire and forget; a closing bus drops it)."""
+    part = DataPart(media_type=DELTA_MEDIA_TYPE, value=delta.model_dump(mode="json"))
+    await mad.publish_event(topic, part, conversation_id=conversation_id)
 
 
 class Imperator:
@@ -130,7 +120,7 @@ class Imperator:
             return await self._fail("imperator_failed", describe_exception(exc, self.mad.redactor.redact).message)
 
     async def _loop(self, envelope: Envelope) -> ThoughtOutcome:
-        tools = self.mad.tools()
+        tools = {name: tool for name, tool in self.mad.tools().items() if tool.for_llm}
         messages: list[dict[str, JsonValue]] = [
             {"role": "system", "content": self.mad.system_prompt()},
             *await self._recall(envelope),
@@ -229,17 +219,13 @@ class Imperator:
         return problems if len(problems) == len(reply.tool_calls) else []
 
     async def _chat(self, envelope: Envelope, messages: list[dict[str, JsonValue]], tools: dict[str, Any]) -> ChatReply:
-        arguments: dict[str, JsonValue] = {
-            "messages": messages,
-            "role": self.settings.role,
-            "caller": self.mad.name,
-        }
+        # Who is billed (this MAD, for this work's principal and conversation) is Fiedler's to read from
+        # the envelope the runtime stamps, not an argument anyone could set.
+        arguments: dict[str, JsonValue] = {"messages": messages, "role": self.settings.role}
         if tools:
             arguments["tools"] = [t.openai_function() for t in tools.values()]
-        if envelope.conversation_id:
-            arguments["conversation_id"] = envelope.conversation_id
         if self._topic:
-            arguments["stream_topic"] = self._topic
+            arguments["stream"] = True
         remaining = envelope.remaining()
         timeout = self.settings.llm_timeout if remaining is None else min(remaining, self.settings.llm_timeout)
         value = await self.mad.call(

@@ -22,6 +22,8 @@ HOST: Final = "host"
 """The sender of what a host itself publishes (configuration changes)."""
 GATEWAY: Final = "gateway"
 """The sender of what the gateway publishes on a person's behalf (their messages, logins)."""
+DIRECTORY: Final = "directory"
+"""The sender of a host's presence queries."""
 BUS: Final = "bus"
 """The sender of errors the bus itself produces (no route, dead letters)."""
 

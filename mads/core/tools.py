@@ -15,7 +15,7 @@ from typing import Any, get_type_hints
 
 from pydantic import BaseModel, JsonValue
 
-from bus.envelope import Envelope
+from bus.envelope import Envelope, Principal
 
 ToolResult = JsonValue | BaseModel
 ToolFunc = Callable[..., Awaitable[ToolResult]]
@@ -25,7 +25,7 @@ _TOOL_ATTR = "__mad_tool__"
 
 @dataclass(frozen=True)
 class Call:
-    """Who asked for a tool call and in which conversation (for audit and routing)."""
+    """Who asked for a tool call, for whom, and in which conversation (for authority, audit and routing)."""
 
     envelope: Envelope
     via_llm: bool = False
@@ -36,7 +36,17 @@ class Call:
 
     @property
     def sender(self) -> str:
+        """The address that sent the request: a MAD (stamped by the runtime) or a person at the gateway."""
         return self.envelope.sender
+
+    @property
+    def principal(self) -> Principal:
+        """Whom the call serves: what it may do is what both the sender and this principal may do."""
+        return self.envelope.principal
+
+    @property
+    def turn(self) -> str | None:
+        return self.envelope.turn
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,15 @@ class Tool:
     args_model: type[BaseModel]
     func: ToolFunc
     wants_call: bool
+    operator: bool = False
+    """An operator action: runs only for an operator principal, by command, never offered to an LLM."""
+    internal: bool = False
+    """For other MADs' code only (e.g. McNamara's ``record``): never a person's command, never offered to an LLM."""
+
+    @property
+    def for_llm(self) -> bool:
+        """Whether an Imperator may offer this tool to its LLM."""
+        return not (self.operator or self.internal)
 
     async def invoke(self, args: BaseModel, call: Call) -> JsonValue:
         result = await (self.func(args, call) if self.wants_call else self.func(args))
@@ -61,7 +80,16 @@ class Tool:
         return schema
 
     @classmethod
-    def from_model(cls, name: str, description: str, args_model: type[BaseModel], func: ToolFunc) -> Tool:
+    def from_model(
+        cls,
+        name: str,
+        description: str,
+        args_model: type[BaseModel],
+        func: ToolFunc,
+        *,
+        operator: bool = False,
+        internal: bool = False,
+    ) -> Tool:
         """A tool whose argument model is given explicitly (built at run time, e.g. bounded by configuration).
 
         ``func`` takes ``(args)`` or ``(args, call)``; it is called as it is, never rewritten.
@@ -70,11 +98,28 @@ class Tool:
             raise TypeError(f"tool {name} must be async")
         if not (inspect.isclass(args_model) and issubclass(args_model, BaseModel)):
             raise TypeError(f"tool {name}: the argument model must be a pydantic model")
-        return cls(name=name, description=description, args_model=args_model, func=func, wants_call=_takes_call(func))
+        return cls(
+            name=name,
+            description=description,
+            args_model=args_model,
+            func=func,
+            wants_call=_takes_call(func),
+            operator=operator,
+            internal=internal,
+        )
 
     def descriptor(self) -> dict[str, Any]:
-        """The MCP ``Tool`` shape: name, description, inputSchema."""
-        return {"name": self.name, "description": self.description, "inputSchema": self.input_schema()}
+        """The MCP ``Tool`` shape: name, description, inputSchema; plus who may run it when not everyone."""
+        described: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": self.input_schema(),
+        }
+        if self.operator:
+            described["operator"] = True
+        if self.internal:
+            described["internal"] = True
+        return described
 
     def openai_function(self) -> dict[str, Any]:
         """The same tool in the OpenAI/litellm ``tools`` format."""
@@ -84,13 +129,21 @@ class Tool:
         }
 
 
-def tool(description: str | None = None, *, name: str | None = None) -> Callable[[ToolFunc], ToolFunc]:
-    """Mark a MAD method as a tool. The first parameter's annotation is the argument model."""
+def tool(
+    description: str | None = None, *, name: str | None = None, operator: bool = False, internal: bool = False
+) -> Callable[[ToolFunc], ToolFunc]:
+    """Mark a MAD method as a tool. The first parameter's annotation is the argument model.
+
+    ``operator=True`` makes it an operator action: the runtime runs it only for an operator
+    principal and only by command; an Imperator never sees it. ``internal=True`` makes it a
+    tool for other MADs' code only: no person's command and no LLM reaches it.
+    """
 
     def mark(func: ToolFunc) -> ToolFunc:
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"tool {func.__name__} must be async")
-        setattr(func, _TOOL_ATTR, (name or func.__name__, description or inspect.getdoc(func) or func.__name__))
+        doc = description or inspect.getdoc(func) or func.__name__
+        setattr(func, _TOOL_ATTR, (name or func.__name__, doc, operator, internal))
         return func
 
     return mark
@@ -105,11 +158,12 @@ def collect_tools(owner: object) -> dict[str, Tool]:
             if marker is None:
                 continue
             bound = getattr(owner, attr)
-            tools[marker[0]] = make_tool(marker[0], marker[1], bound)
+            tool_name, description, operator, internal = marker
+            tools[tool_name] = make_tool(tool_name, description, bound, operator=operator, internal=internal)
     return tools
 
 
-def make_tool(name: str, description: str, func: ToolFunc) -> Tool:
+def make_tool(name: str, description: str, func: ToolFunc, *, operator: bool = False, internal: bool = False) -> Tool:
     """A :class:`Tool` from a (bound) coroutine function ``(args[, call])`` whose first parameter is
     annotated with its argument model."""
     params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
@@ -118,7 +172,7 @@ def make_tool(name: str, description: str, func: ToolFunc) -> Tool:
     model = get_type_hints(func).get(params[0].name)
     if not (inspect.isclass(model) and issubclass(model, BaseModel)):
         raise TypeError(f"tool {name}: first parameter must be annotated with a pydantic model")
-    return Tool.from_model(name, description, model, func)
+    return Tool.from_model(name, description, model, func, operator=operator, internal=internal)
 
 
 def _takes_call(func: ToolFunc) -> bool:

@@ -1,8 +1,11 @@
-"""Token and cost accounting per MAD, per conversation and per model, in memory and in SQLite.
+"""Token and cost accounting per principal, per MAD, per conversation and per model, in memory and in SQLite.
 
-Rows are aggregates keyed by (caller, conversation, model), so the database grows with
-conversations, not with calls. Totals per MAD and per model live in memory (few keys);
-recent conversations are kept in a bounded LRU and older ones are read back from disk.
+Rows are aggregates keyed by (principal, caller, conversation, model), so the database grows
+with conversations, not with calls. The principal is whom the call served (``user:alice``),
+the caller the MAD that asked (stamped by the runtime) and the conversation the work's own —
+all read from the request envelope, none from arguments. Totals per principal, per MAD and
+per model live in memory (few keys); recent conversations are kept in a bounded LRU and
+older ones are read back from disk.
 """
 
 from __future__ import annotations
@@ -40,10 +43,45 @@ class LedgerError(Exception):
     """The usage database cannot be opened at this code's schema."""
 
 
+USAGE_BY_PRINCIPAL = Migration(
+    2,
+    "usage_by_principal",
+    """
+CREATE TABLE usage_v2 (
+    principal TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0,
+    failed_calls INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (principal, caller, conversation_id, model)
+);
+INSERT INTO usage_v2 (principal, caller, conversation_id, model, calls, failed_calls, input_tokens, output_tokens,
+    cost_usd)
+    SELECT 'system', caller, conversation_id, model, calls, failed_calls, input_tokens, output_tokens, cost_usd
+    FROM usage;
+DROP TABLE usage;
+ALTER TABLE usage_v2 RENAME TO usage;
+CREATE TABLE budget_usage (
+    budget TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    period_start TEXT NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget, subject, period_start)
+);
+""",
+)
+
 UPSERT = """
-INSERT INTO usage (caller, conversation_id, model, calls, failed_calls, input_tokens, output_tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (caller, conversation_id, model) DO UPDATE SET
+INSERT INTO usage (principal, caller, conversation_id, model, calls, failed_calls, input_tokens, output_tokens,
+    cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (principal, caller, conversation_id, model) DO UPDATE SET
     calls = calls + excluded.calls,
     failed_calls = failed_calls + excluded.failed_calls,
     input_tokens = input_tokens + excluded.input_tokens,
@@ -74,14 +112,16 @@ class Ledger:
         self.conversation_cache = conversation_cache
         self._db: aiosqlite.Connection | None = None
         self.total = UsageTotals()
+        self.per_principal: dict[str, UsageTotals] = {}
         self.per_mad: dict[str, UsageTotals] = {}
         self.per_model: dict[str, UsageTotals] = {}
         self.per_conversation: OrderedDict[str, UsageTotals] = OrderedDict()
 
     async def open(self) -> None:
         self._db = await open_db(self.path, autocommit=False)
-        await migrate(self._db, MIGRATIONS, error=LedgerError, label="usage")
+        await migrate(self._db, (*MIGRATIONS, USAGE_BY_PRINCIPAL), error=LedgerError, label="usage")
         self.total = _totals(await self._one(f"SELECT {SUMS} FROM usage"))
+        self.per_principal = await self._grouped("principal")
         self.per_mad = await self._grouped("caller")
         self.per_model = await self._grouped("model")
 
@@ -90,9 +130,15 @@ class Ledger:
             await self._db.close()
             self._db = None
 
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The open database (the budget book keeps its counters in the same file)."""
+        return self._require()
+
     async def record(
         self,
         *,
+        principal: str,
         caller: str,
         conversation_id: str | None,
         model: str,
@@ -109,6 +155,7 @@ class Ledger:
             cost_usd=cost_usd,
         )
         self.total = self.total.add(entry)
+        self.per_principal[principal] = self.per_principal.get(principal, UsageTotals()).add(entry)
         self.per_mad[caller] = self.per_mad.get(caller, UsageTotals()).add(entry)
         self.per_model[model] = self.per_model.get(model, UsageTotals()).add(entry)
         if conversation_id is not None:
@@ -122,6 +169,7 @@ class Ledger:
         await db.execute(
             UPSERT,
             (
+                principal,
                 caller,
                 conversation_id or NO_CONVERSATION,
                 model,
@@ -134,16 +182,22 @@ class Ledger:
         )
         await db.commit()
 
-    async def report(self, caller: str | None = None, conversation_id: str | None = None) -> UsageReport:
+    async def report(
+        self, caller: str | None = None, conversation_id: str | None = None, principal: str | None = None
+    ) -> UsageReport:
         """Everything from memory, or (with a filter) the matching rows from disk."""
-        if caller is None and conversation_id is None:
+        if caller is None and conversation_id is None and principal is None:
             return UsageReport(
                 total=self.total,
+                per_principal=dict(self.per_principal),
                 per_mad=dict(self.per_mad),
                 per_conversation=dict(self.per_conversation),
                 per_model=dict(self.per_model),
             )
         where, params = [], []
+        if principal is not None:
+            where.append("principal = ?")
+            params.append(principal)
         if caller is not None:
             where.append("caller = ?")
             params.append(caller)
@@ -156,6 +210,7 @@ class Ledger:
         per_conv.pop(NO_CONVERSATION, None)
         return UsageReport(
             total=total,
+            per_principal=await self._grouped("principal", clause, params),
             per_mad=await self._grouped("caller", clause, params),
             per_conversation=per_conv,
             per_model=await self._grouped("model", clause, params),

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import importlib
 import json
+import logging
 import os
 import re
 import threading
@@ -39,8 +40,9 @@ _import_lock = threading.Lock()
 """A thread lock, not an asyncio one: the import runs in worker threads and must happen once per process."""
 
 
-LAZY_SUBMODULES = ("litellm.proxy._types",)
-"""Imported by litellm inside the first completion call; loading them here keeps that call fast."""
+LAZY_SUBMODULES = ("litellm.proxy._types", "openai.resources.chat", "openai.types.chat")
+"""Imported lazily inside the first completion call (the openai client's ``chat`` alone loads ~450 modules,
+seconds of CPU on the event loop); loading them in the import thread keeps the first call fast."""
 
 
 def _import_litellm() -> ModuleType:
@@ -65,6 +67,28 @@ async def load_litellm() -> ModuleType:
     if _litellm is None:
         _litellm = await asyncio.to_thread(_import_litellm)
     return _litellm
+
+
+async def warm_up() -> ModuleType:
+    """Import litellm and run one offline (mocked) streaming completion through a Router.
+
+    litellm loads much of its provider and streaming code on the first real call; doing that at
+    start-up, with a mock that never leaves the process, keeps a person's first message from
+    paying seconds for it. A failure here only means the first real call pays instead.
+    """
+    litellm = await load_litellm()
+    router = litellm.Router(
+        model_list=[{"model_name": "warm-up", "litellm_params": {"model": "openai/warm-up", "api_key": "none"}}]
+    )
+    try:
+        stream = await router.acompletion(
+            model="warm-up", messages=[{"role": "user", "content": "hi"}], mock_response="ready", stream=True
+        )
+        async for _chunk in stream:
+            pass
+    except Exception as exc:
+        logging.getLogger(__name__).debug("litellm warm-up did not complete: %s", type(exc).__name__)
+    return litellm
 
 
 class LLMError(Exception):
@@ -117,8 +141,13 @@ class LLMClient:
         max_tokens: int | None = None,
         temperature: float | None = None,
         on_delta: DeltaSink | None = None,
+        deadline: float | None = None,
     ) -> Completion:
-        """Run one chat completion on ``chain[0]``, falling back along ``chain``. Raises :class:`LLMError`."""
+        """Run one chat completion on ``chain[0]``, falling back along ``chain``. Raises :class:`LLMError`.
+
+        ``deadline`` is the seconds left to the request that asked: every attempt is bounded by it,
+        and when it passes the call is cancelled — no retry or fallback starts after it.
+        """
         litellm = await load_litellm()
         spec = chain[0]
         router = self._router(litellm, chain, keys)
@@ -129,13 +158,20 @@ class LLMClient:
             params["max_tokens"] = max_tokens or spec.max_tokens
         if temperature is not None:
             params["temperature"] = temperature
+        if deadline is not None:
+            params["timeout"] = max(0.001, min(deadline, self.registry.timeout(spec)))
         try:
-            if on_delta is None:
-                response = await router.acompletion(**params)
-                return self._from_response(response, chain)
-            return await self._stream(router, params, chain, on_delta)
+            async with asyncio.timeout(deadline):
+                if on_delta is None:
+                    response = await router.acompletion(**params)
+                    return self._from_response(response, chain)
+                return await self._stream(router, params, chain, on_delta)
         except LLMError:
             raise
+        except TimeoutError:
+            raise LLMError(
+                "llm_timeout", f"model {spec.name!r}: the request's deadline passed before an answer", retryable=True
+            ) from None
         except Exception as exc:
             raise classify(litellm, exc, spec, keys, self.redact) from None
 

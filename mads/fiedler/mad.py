@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from typing import Any, cast
@@ -22,14 +23,15 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import JsonValue
 
-from bus.topics import LLM_CALL, StreamDelta
-from mads.core import names
+from bus.topics import LLM_CALL, StreamDelta, stream_topic
+from mads.core import authority, names
 from mads.core.base import MAD, MadContext, ToolFailure
 from mads.core.imperator import publish_stream
 from mads.core.tools import Call, tool
 from mads.fiedler.accounting import Ledger
+from mads.fiedler.budgets import Amount, BudgetBook, BudgetExceeded, Subjects
 from mads.fiedler.keys import KeyUnavailable
-from mads.fiedler.llm import Completion, LLMClient, LLMError, cost_usd, load_litellm
+from mads.fiedler.llm import Completion, LLMClient, LLMError, cost_usd, warm_up
 from mads.fiedler.registry import HOW_TO_CONFIGURE, Registry, UnknownModel
 from mads.fiedler.schemas import (
     ChatArgs,
@@ -68,14 +70,16 @@ class Fiedler(MAD[FiedlerConfig]):
             redact=self.redactor.redact,
         )
         self.ledger = Ledger(self.data_dir / "usage.db", self.config.conversation_cache)
+        self.budgets = BudgetBook(self.config.budgets)
         self._warmup: asyncio.Task[object] | None = None
         """litellm's import takes seconds: it starts in the background at start-up, not on the first call."""
 
     async def on_start(self) -> None:
         self._remember_env_keys()
         await self.ledger.open()
+        await self.budgets.open(self.ledger.db)
         if self.registry.configured:
-            self._warmup = asyncio.create_task(load_litellm(), name="fiedler:import-litellm")
+            self._warmup = asyncio.create_task(warm_up(), name="fiedler:warm-up-litellm")
 
     async def ready(self) -> None:
         """Wait until litellm is loaded (start-up does not wait; the first call would)."""
@@ -105,62 +109,104 @@ class Fiedler(MAD[FiedlerConfig]):
 
     # ---- tools ---------------------------------------------------------------------------
 
-    @tool("Chat completion on a registered model (by role or name); optional OpenAI tools and streaming to a topic.")
+    @tool(
+        "Chat completion on a registered model (by role or name); optional OpenAI tools; with stream, text deltas "
+        "go to the request's conversation stream. Billed to the asking MAD, the request's principal and conversation."
+    )
     async def chat(self, args: ChatArgs, call: Call) -> ChatResult:
-        caller = args.caller or call.sender.split(".", 1)[0]
-        conversation_id = args.conversation_id or call.conversation_id
+        caller = names.mad_of(call.sender)
+        principal = str(call.principal)
+        conversation_id = call.conversation_id
         if not self.registry.configured:
             raise ToolFailure("no_llm_configured", HOW_TO_CONFIGURE)
         try:
             spec = self.registry.select(args.role, args.model)
         except UnknownModel as exc:
             raise ToolFailure("unknown_model", str(exc)) from None
-        chain, keys = await self._resolve_keys(spec)
         messages = self._scrubbed([m.model_dump(mode="json", exclude_none=True) for m in args.messages])
         tools = self._scrubbed(args.tools) if args.tools else args.tools
+        subjects = Subjects(principal=principal, conversation=conversation_id, mad=caller, turn=call.turn)
+        try:
+            reservation = await self.budgets.reserve(subjects, self._estimate(spec, messages, tools, args.max_tokens))
+        except BudgetExceeded as exc:
+            await self._account(caller, principal, conversation_id, spec.name, None, time.perf_counter(), "budget")
+            raise ToolFailure("budget_exceeded", str(exc)) from None
+        topic = stream_topic(conversation_id) if args.stream and conversation_id else None
+        used = Amount()
+        try:
+            with authority.as_system():
+                # The provider key is Fiedler's own business, never the person's: read as the system.
+                chain, keys = await self._resolve_keys(spec)
 
-        async def on_delta(text: str) -> None:
-            assert args.stream_topic is not None
-            delta = StreamDelta(mad=caller, text=self.redactor.redact(text))
-            await publish_stream(self, args.stream_topic, delta, conversation_id)
+            async def on_delta(text: str) -> None:
+                assert topic is not None
+                delta = StreamDelta(mad=caller, text=self.redactor.redact(text))
+                await publish_stream(self, topic, delta, conversation_id)
 
-        started = time.perf_counter()
-        with trace.get_tracer(TRACER_NAME).start_as_current_span(
-            f"chat {_wire_model(spec)}",
-            kind=SpanKind.CLIENT,
-            attributes=_request_attributes(spec, caller, conversation_id),
-        ) as span:
-            try:
-                done = await self.client.complete(
-                    chain,
-                    keys,
-                    messages,
-                    tools=tools,
-                    max_tokens=args.max_tokens,
-                    temperature=args.temperature,
-                    on_delta=on_delta if args.stream_topic else None,
-                )
-            except LLMError as exc:
-                span.set_status(Status(StatusCode.ERROR, exc.code))
-                span.set_attribute("error.type", exc.code)
-                await self._account(caller, conversation_id, spec.name, None, started, exc.code)
-                raise ToolFailure(exc.code, exc.message, retryable=exc.retryable) from None
-            result = self._result(done)
-            span.set_attribute("gen_ai.response.model", done.response_model or _wire_model(done.answered_by))
-            span.set_attribute("gen_ai.usage.input_tokens", done.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", done.output_tokens)
-            if done.finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", [done.finish_reason])
-        await self._account(caller, conversation_id, done.answered_by.name, result, started, None)
-        return result
+            started = time.perf_counter()
+            with trace.get_tracer(TRACER_NAME).start_as_current_span(
+                f"chat {_wire_model(spec)}",
+                kind=SpanKind.CLIENT,
+                attributes=_request_attributes(spec, caller, conversation_id),
+            ) as span:
+                try:
+                    done = await self.client.complete(
+                        chain,
+                        keys,
+                        messages,
+                        tools=tools,
+                        max_tokens=args.max_tokens,
+                        temperature=args.temperature,
+                        on_delta=on_delta if topic else None,
+                        deadline=authority.current().remaining(),
+                    )
+                except LLMError as exc:
+                    used = Amount(calls=1)
+                    span.set_status(Status(StatusCode.ERROR, exc.code))
+                    span.set_attribute("error.type", exc.code)
+                    await self._account(caller, principal, conversation_id, spec.name, None, started, exc.code)
+                    raise ToolFailure(exc.code, exc.message, retryable=exc.retryable) from None
+                result = self._result(done)
+                used = Amount(calls=1, tokens=done.input_tokens + done.output_tokens, cost_usd=result.cost_usd)
+                span.set_attribute("gen_ai.response.model", done.response_model or _wire_model(done.answered_by))
+                span.set_attribute("gen_ai.usage.input_tokens", done.input_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", done.output_tokens)
+                if done.finish_reason:
+                    span.set_attribute("gen_ai.response.finish_reasons", [done.finish_reason])
+            await self._account(caller, principal, conversation_id, done.answered_by.name, result, started, None)
+            return result
+        except BaseException:
+            if used.calls == 0:
+                used = Amount(calls=1)  # an attempt that was cut short still counts as a call
+            raise
+        finally:
+            await self.budgets.settle(reservation, used)
+
+    def _estimate(
+        self,
+        spec: ModelSpec,
+        messages: list[dict[str, JsonValue]],
+        tools: list[dict[str, JsonValue]] | None,
+        max_tokens: int | None,
+    ) -> Amount:
+        """What a call may use, reserved before it runs: prompt tokens (~4 characters each) plus the output cap."""
+        prompt = (len(json.dumps(messages, default=str)) + len(json.dumps(tools or [], default=str))) // 4 + 1
+        output = max_tokens or spec.max_tokens or self.config.budgets.default_max_tokens
+        return Amount(calls=1, tokens=prompt + output, cost_usd=cost_usd(spec, prompt, output))
 
     @tool("The model registry: names, providers, roles, fallbacks and where keys come from (never the keys).")
     async def models(self, args: ModelsArgs) -> ModelsReport:
         return self.registry.report(self._read_secret)
 
-    @tool("Token and cost accounting: totals, per MAD, per conversation and per model; optional filters.")
-    async def usage(self, args: UsageArgs) -> UsageReport:
-        return await self.ledger.report(args.caller, args.conversation_id)
+    @tool(
+        "Token and cost accounting: totals per principal, per MAD, per conversation and per model; optional "
+        "filters. A person sees only their own usage; an operator sees everyone's."
+    )
+    async def usage(self, args: UsageArgs, call: Call) -> UsageReport:
+        principal = args.principal
+        if call.principal.is_person and not call.principal.is_operator:
+            principal = str(call.principal)
+        return await self.ledger.report(args.caller, args.conversation_id, principal)
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -196,6 +242,7 @@ class Fiedler(MAD[FiedlerConfig]):
     async def _account(
         self,
         caller: str,
+        principal: str,
         conversation_id: str | None,
         model: str,
         result: ChatResult | None,
@@ -205,6 +252,7 @@ class Fiedler(MAD[FiedlerConfig]):
         usage = result.usage if result else TokenUsage()
         cost = result.cost_usd if result else 0.0
         await self.ledger.record(
+            principal=principal,
             caller=caller,
             conversation_id=conversation_id,
             model=model,
@@ -214,6 +262,7 @@ class Fiedler(MAD[FiedlerConfig]):
             ok=error_code is None,
         )
         event = LLMCallEvent(
+            principal=principal,
             caller=caller,
             conversation_id=conversation_id,
             model=model,

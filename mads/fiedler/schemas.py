@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from mads.fiedler.budgets import BudgetConfig
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 ROLE_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 ENV_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
@@ -85,6 +87,7 @@ class FiedlerConfig(Forbid):
     retry_after: float = Field(default=0.0, ge=0, le=60, description="Minimum seconds between retries.")
     timeout: float = Field(default=60.0, gt=0, le=3600, description="Seconds per attempt unless the model says.")
     conversation_cache: int = Field(default=10_000, ge=1, description="Conversations kept in memory for usage.")
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig, description="Limits checked before every call.")
 
     @model_validator(mode="after")
     def _references_exist(self) -> FiedlerConfig:
@@ -142,16 +145,18 @@ class ChatMessage(Forbid):
 
 
 class ChatArgs(Forbid):
-    """Arguments of ``chat``: OpenAI-format messages and tools, plus who is asking and for what."""
+    """Arguments of ``chat``: OpenAI-format messages and tools.
+
+    Who is billed is not an argument: the caller is the MAD that sent the request, the
+    principal and the conversation are the request's own (stamped by the runtime).
+    """
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
     tools: list[dict[str, JsonValue]] | None = Field(default=None, description="OpenAI function tools.")
     role: str = Field(default="imperator", pattern=ROLE_PATTERN, description="Picks the role's default model.")
     model: str | None = Field(default=None, pattern=NAME_PATTERN, description="Explicit registry model name.")
-    conversation_id: str | None = Field(default=None, max_length=64)
-    caller: str | None = Field(default=None, max_length=64, description="MAD name to bill; defaults to the sender.")
-    stream_topic: str | None = Field(
-        default=None, pattern=r"^stream\.[A-Za-z0-9_\-]+$", description="Publish text deltas here while generating."
+    stream: bool = Field(
+        default=False, description="Publish text deltas on the request's conversation stream while generating."
     )
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -214,10 +219,14 @@ class ModelsReport(Forbid):
 
 
 class UsageArgs(Forbid):
-    """Filter the usage report to one MAD and/or one conversation (both optional)."""
+    """Filter the usage report to one MAD, one conversation and/or one principal (all optional).
+
+    A person sees only their own usage (the principal filter is forced to them); an operator sees all.
+    """
 
     caller: str | None = Field(default=None, max_length=64)
     conversation_id: str | None = Field(default=None, max_length=64)
+    principal: str | None = Field(default=None, max_length=80, description="e.g. user:alice")
 
 
 class UsageTotals(Forbid):
@@ -239,6 +248,7 @@ class UsageTotals(Forbid):
 
 class UsageReport(Forbid):
     total: UsageTotals
+    per_principal: dict[str, UsageTotals] = Field(default_factory=dict)
     per_mad: dict[str, UsageTotals]
     per_conversation: dict[str, UsageTotals]
     per_model: dict[str, UsageTotals]
@@ -247,6 +257,7 @@ class UsageReport(Forbid):
 class LLMCallEvent(Forbid):
     """Payload of ``events.llm_call``: one per chat call, successful or not."""
 
+    principal: str = "system"
     caller: str
     conversation_id: str | None
     model: str | None

@@ -1,8 +1,10 @@
 """Grace, the MAD people talk to.
 
-A person's message arrives as a request from ``user.<principal>``. If it starts with
-``/`` it is a command (see :mod:`mads.grace.commands`) forwarded as a
-:class:`~bus.envelope.CommandPart` straight to the named MAD — no LLM, zero tokens.
+A person's message arrives from the gateway as a request from ``user.<name>`` carrying
+that person as its principal. If it starts with ``/`` it is a command (see
+:mod:`mads.grace.commands`) forwarded as a :class:`~bus.envelope.CommandPart` straight to
+the named MAD — no LLM, zero tokens — *for that person*: the forwarded request carries
+the same principal, so the receiver allows exactly what both Grace and the person may do.
 Anything else goes to Grace's Imperator, which can call ``list_mads`` and ``handoff``
 to pass the conversation to the MAD best placed to answer. Every reply carries the
 MADs that took part, and handoffs are published on the conversation's stream so the
@@ -29,6 +31,7 @@ from bus.envelope import (
 )
 from bus.topics import PARTICIPANTS_MEDIA_TYPE, StreamDelta, stream_topic
 from mads.core import names
+from mads.core.authority import PERSON_PREFIX
 from mads.core.base import MAD, MadContext, ThoughtOutcome, ToolFailure
 from mads.core.directory import Directory
 from mads.core.imperator import publish_stream
@@ -65,7 +68,7 @@ class Grace(MAD[GraceConfig]):
 
     def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
         super().__init__(ctx, instance=instance)
-        self.directory = Directory(self.bus)
+        self.directory = Directory(self.bus, sender=self.address)
         self._participants: dict[str, list[str]] = {}
         """Per request being handled (by envelope id): the MADs that took part so far, in order."""
 
@@ -77,15 +80,15 @@ class Grace(MAD[GraceConfig]):
 
     # ---- requests ------------------------------------------------------------------------
 
-    async def handle(self, envelope: Envelope) -> Envelope | None:
+    async def handle_work(self, envelope: Envelope) -> Envelope | None:
         if envelope.kind is not Kind.REQUEST:
-            return await super().handle(envelope)
+            return await super().handle_work(envelope)
         self._participants[envelope.id] = [self.name]
         try:
             if self._is_user_command(envelope):
                 reply = await self._command(envelope)
             else:
-                reply = await super().handle(envelope)
+                reply = await super().handle_work(envelope)
         finally:
             took_part = self._participants.pop(envelope.id, [self.name])
         if reply is None or reply.kind is not Kind.REPLY:
@@ -94,8 +97,10 @@ class Grace(MAD[GraceConfig]):
         return envelope.reply(*reply.content, listed)
 
     def _is_user_command(self, envelope: Envelope) -> bool:
+        """A person typed a ``/command`` (an LLM's prose is never run as one: it reaches Grace from a MAD)."""
         return (
-            envelope.sender.startswith("user.")
+            envelope.sender.startswith(PERSON_PREFIX)
+            and envelope.principal.is_person
             and all(isinstance(p, ProsePart) for p in envelope.content)
             and is_command(envelope.text())
         )
@@ -129,6 +134,13 @@ class Grace(MAD[GraceConfig]):
         return await self._run_command(envelope, command)
 
     async def _run_command(self, envelope: Envelope, command: ToolCommand) -> Envelope:
+        if self._is_internal(command):
+            error = ErrorInfo(
+                code="not_a_command",
+                message=f"{command.mad}.{command.tool} is used by the ecosystem's components, not run by people",
+                fields=[FieldError(field="tool", reason="internal tool")],
+            )
+            return await self._answer(envelope, _failure_text(command, error), _error_part(error))
         self._note(envelope, command.mad)
         await self._stream(envelope, StreamDelta(mad=command.mad, event="tool", detail={"tool": command.tool}))
         remaining = envelope.remaining()
@@ -139,7 +151,6 @@ class Grace(MAD[GraceConfig]):
                 CommandPart(tool=command.tool, arguments=command.arguments),
                 conversation_id=envelope.conversation_id,
                 timeout=max(timeout, 0.001),
-                on_behalf_of=envelope.sender if envelope.sender.startswith("user.") else None,
             )
         except DeadlineExceeded:
             error = ErrorInfo(
@@ -162,6 +173,11 @@ class Grace(MAD[GraceConfig]):
         return envelope.reply(ProsePart(text=text), *parts)
 
     # ---- the directory ------------------------------------------------------------------
+
+    def _is_internal(self, command: ToolCommand) -> bool:
+        """The tool is marked internal on its MAD's card (such as McNamara's ``record``)."""
+        card = self.directory.card(command.mad) or {}
+        return any(t.get("name") == command.tool and t.get("internal") for t in card.get("tools", []))
 
     def _live_cards(self) -> list[dict[str, Any]]:
         return [e.card for e in self.directory.entries() if e.alive and e.address == e.mad]

@@ -21,6 +21,7 @@ from bus.topics import (
     AUTH,
     CONFIG_CHANGE,
     LLM_CALL,
+    MAD_FAULT,
     MAD_LIFECYCLE,
     SANDBOX_LIMIT,
     SECURITY,
@@ -29,6 +30,7 @@ from bus.topics import (
     VALIDATION_FAILURE,
     AuthEvent,
     ConfigChange,
+    MadFault,
     SecurityAction,
     ToolCallEvent,
     ValidationFailure,
@@ -62,9 +64,19 @@ class EventMapper:
             AUTH: (AuthEvent, self._auth),
             CONFIG_CHANGE: (ConfigChange, self._config_change),
             SECURITY: (SecurityAction, self._security),
+            MAD_FAULT: (MadFault, self._mad_fault),
         }
 
     def to_audit_event(self, envelope: Envelope) -> AuditEvent | None:
+        """The record for one event, naming whom the work served and the MADs it came through
+        (read from the envelope, which the runtime stamps, not from the payload)."""
+        event = self._map(envelope)
+        if event is None:
+            return None
+        authority: dict[str, JsonValue] = {"principal": str(envelope.principal), "chain": list(envelope.chain)}
+        return event.model_copy(update={"details": {**authority, **event.details}})
+
+    def _map(self, envelope: Envelope) -> AuditEvent | None:
         topic = envelope.recipient
         if topic in _NOT_AUDITED or (topic in _OWN_ANNOUNCEMENTS and mad_name(envelope.sender) == SELF):
             return None
@@ -109,7 +121,8 @@ class EventMapper:
             "conversation_id": e.conversation_id,
             "duration_ms": round(e.duration_ms, 3),
         }
-        return self._event(AuditEventType.TOOL_CALL, e.caller, f"{e.mad}.{e.tool}", S if e.ok else F, details)
+        details["caller"] = e.caller
+        return self._event(AuditEventType.TOOL_CALL, e.principal, f"{e.mad}.{e.tool}", S if e.ok else F, details)
 
     def _validation_failure(self, envelope: Envelope, e: BaseModel) -> AuditEvent:
         assert isinstance(e, ValidationFailure)
@@ -180,6 +193,11 @@ class EventMapper:
         assert isinstance(e, SecurityAction)
         details: dict[str, JsonValue] = e.model_dump(mode="json", exclude_none=True)
         return self._event(f"security.{e.action}", envelope.sender, e.action, S, details)
+
+    def _mad_fault(self, envelope: Envelope, e: BaseModel) -> AuditEvent:
+        assert isinstance(e, MadFault)
+        details: dict[str, JsonValue] = {"envelope_id": e.envelope_id, "tool": e.tool, "mad": e.mad}
+        return self._event(AuditEventType.MAD_FAULT, envelope.sender, e.error_type, F, details)
 
 
 def _without_credentials(url: str) -> str:

@@ -17,7 +17,6 @@ Three jobs:
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import ipaddress
 import logging
 from collections import deque
@@ -257,10 +256,6 @@ class McNamara(MAD[McNamaraConfig]):
         )
         await self.emit(ALERT, alert.model_dump(mode="json"))
 
-    def _require_operator(self, call: Call, what: str) -> None:
-        if not any(fnmatch.fnmatchcase(call.sender, pattern) for pattern in self.config.operators):
-            raise ToolFailure("forbidden", f"{what} is for operators; {call.sender!r} is not one")
-
     def _active_blocks(self) -> list[BlockedIp]:
         now = self.clock()
         for ip in [ip for ip, b in self._blocks.items() if b.until <= now]:
@@ -269,9 +264,9 @@ class McNamara(MAD[McNamaraConfig]):
 
     # ---- tools -------------------------------------------------------------------------
 
-    @tool("Append one audit record synchronously; returns its seq and hash once durable.")
+    @tool("Append one audit record synchronously; returns its seq and hash once durable.", internal=True)
     async def record(self, args: RecordArgs, call: Call) -> RecordResult:
-        details = {**args.details, "reported_by": call.sender}
+        details = {"principal": str(call.principal), **args.details, "reported_by": call.sender}
         event = AuditEvent(
             event_type=args.event_type,
             actor=args.actor,
@@ -299,16 +294,15 @@ class McNamara(MAD[McNamaraConfig]):
         found = await self.store.alerts(since=args.since, include_acknowledged=args.include_acknowledged)
         return [a.model_dump(mode="json") for a in found]
 
-    @tool("Mark an alert as handled (operators only).")
+    @tool("Mark an alert as handled (operators only).", operator=True)
     async def acknowledge(self, args: AcknowledgeArgs, call: Call) -> SecurityAlert:
-        self._require_operator(call, "acknowledge")
         alert = await self.store.acknowledge(args.id)
         if alert is None:
             raise ToolFailure("not_found", f"no alert with id {args.id!r}")
         await self.trail.append(
             AuditEvent(
                 event_type="security.acknowledge",
-                actor=call.sender,
+                actor=str(call.principal),
                 action="acknowledge",
                 outcome=AuditOutcome.SUCCESS,
                 details={"id": alert.id, "rule": alert.rule, "subject": alert.subject},
@@ -326,28 +320,30 @@ class McNamara(MAD[McNamaraConfig]):
         block = next((b for b in self._active_blocks() if b.ip == ip), None)
         return BlockStatus(ip=ip, blocked=block is not None, until=block.until if block else None)
 
-    @tool("Lift an IP block before it expires (operators only).")
+    @tool("Lift an IP block before it expires (operators only).", operator=True)
     async def unblock_ip(self, args: IpArgs, call: Call) -> ChangeResult:
-        self._require_operator(call, "unblock_ip")
         ip = str(args.ip)
         async with self._act:
             was = self._blocks.pop(ip, None) is not None
             await self.store.remove_block(ip)
             self.rules.forget("auth_failures", ip)
-            await self._announce(SecurityAction(action="unblock_ip", ip=ip, reason="operator"), actor=call.sender)
+            await self._announce(
+                SecurityAction(action="unblock_ip", ip=ip, reason="operator"), actor=str(call.principal)
+            )
         return ChangeResult(target=ip, changed=was)
 
     @tool("MADs currently quarantined (their messages are refused).")
     async def quarantined(self, args: NoArgs) -> list[JsonValue]:
         return [q.model_dump(mode="json") for q in await self.store.quarantines()]
 
-    @tool("Release a quarantined MAD so its messages are delivered again (operators only).")
+    @tool("Release a quarantined MAD so its messages are delivered again (operators only).", operator=True)
     async def release(self, args: MadArgs, call: Call) -> ChangeResult:
-        self._require_operator(call, "release")
         async with self._act:
             was = self._quarantine_gate.is_quarantined(args.mad)
             self._quarantine_gate.release(args.mad)
             await self.store.remove_quarantine(args.mad)
-            self.rules.forget("validation_failures", args.mad)
-            await self._announce(SecurityAction(action="release", mad=args.mad, reason="operator"), actor=call.sender)
+            self.rules.forget("mad_faults", args.mad)
+            await self._announce(
+                SecurityAction(action="release", mad=args.mad, reason="operator"), actor=str(call.principal)
+            )
         return ChangeResult(target=args.mad, changed=was)

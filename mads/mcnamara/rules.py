@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mads.core import names
 from mads.core.audit_trail import AuditEvent, AuditEventType, AuditOutcome
 
-RuleName = Literal["auth_failures", "secret_denials", "validation_failures", "sandbox_violations"]
+RuleName = Literal["auth_failures", "secret_denials", "validation_failures", "mad_faults", "sandbox_violations"]
 Severity = Literal["info", "warning", "high", "critical"]
 VerdictAction = Literal["block_ip", "quarantine", "alert"]
 
@@ -53,6 +53,10 @@ class RulesConfig(BaseModel):
     block_s: float = Field(default=900, gt=0, le=30 * 86_400, description="how long a burst's IP stays blocked")
     secret_denials: Threshold = Threshold(count=3, window_s=60, cooldown_s=600)
     validation_failures: Threshold = Threshold(count=5, window_s=60, cooldown_s=600)
+    """An LLM's invalid outputs in one conversation: an alert about that conversation, never a quarantine —
+    what an LLM says must not take a MAD away from everyone else."""
+    mad_faults: Threshold = Threshold(count=5, window_s=60, cooldown_s=600)
+    """A MAD's own handler crashing (its code, not an LLM's output): quarantine the MAD."""
     sandbox_violations: Threshold = Threshold(count=1, window_s=60, cooldown_s=300)
     never_quarantine: frozenset[str] = Field(
         default=frozenset({"gateway", "user", "bus", "directory"}),
@@ -79,7 +83,8 @@ class Verdict(BaseModel):
 _ACTIONS: dict[RuleName, tuple[VerdictAction, Severity]] = {
     "auth_failures": ("block_ip", "high"),
     "secret_denials": ("alert", "high"),
-    "validation_failures": ("quarantine", "critical"),
+    "validation_failures": ("alert", "warning"),
+    "mad_faults": ("quarantine", "critical"),
     "sandbox_violations": ("alert", "warning"),
 }
 
@@ -108,10 +113,15 @@ class RulesEngine:
         if kind == AuditEventType.SECRET_DENIED:
             return "secret_denials", event.actor
         if kind == AuditEventType.VALIDATION_FAILURE:
+            conversation = event.details.get("conversation_id")
+            principal = event.details.get("principal")
+            subject = conversation if isinstance(conversation, str) and conversation else principal
+            return ("validation_failures", f"conversation {subject}") if isinstance(subject, str) and subject else None
+        if kind == AuditEventType.MAD_FAULT:
             mad = mad_name(event.actor)
             if mad == SELF or mad in self.config.never_quarantine:
                 return None
-            return "validation_failures", mad
+            return "mad_faults", mad
         if kind == AuditEventType.SANDBOX_VIOLATION:
             return "sandbox_violations", mad_name(event.actor)
         return None
@@ -168,8 +178,9 @@ class RulesEngine:
             "auth_failures": f"{threshold.count} failed authentications from {subject} within {threshold.window_s:g}s",
             "secret_denials": f"{threshold.count} secret denials for {subject} within {threshold.window_s:g}s",
             "validation_failures": (
-                f"{threshold.count} validation failures from MAD {subject} within {threshold.window_s:g}s"
+                f"{threshold.count} invalid LLM outputs in {subject} within {threshold.window_s:g}s"
             ),
+            "mad_faults": f"MAD {subject} crashed {threshold.count} times within {threshold.window_s:g}s",
             "sandbox_violations": f"sandbox violation by {subject}",
         }
         return Verdict(

@@ -13,7 +13,6 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from bus.topics import SecurityAlert
-from mads.core import names
 from mads.core.audit_trail import AuditEvent, ChainHead
 from mads.mcnamara.rules import RulesConfig
 
@@ -26,10 +25,6 @@ class McNamaraConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rules: RulesConfig = Field(default_factory=RulesConfig)
-    operators: list[str] = Field(
-        default_factory=lambda: ["user.*", names.GRACE, f"{names.GRACE}.*", "admin", "admin.*"],
-        description="sender address globs allowed to release, unblock and acknowledge",
-    )
     unaudited_tools: frozenset[str] = Field(
         default=frozenset({"mcnamara.record", "mcnamara.is_blocked"}),
         description="'<mad>.<tool>' calls not written as tool.call records (already audited, or per-request noise)",

@@ -28,11 +28,13 @@ import logging
 import re
 from collections import OrderedDict
 
-from bus.base import Subscription
+from pydantic import JsonValue
+
+from bus.base import BusError, Subscription
 from bus.envelope import SECRET_MEDIA_TYPE, CommandPart, DataPart, Envelope, Kind, ProsePart
 from bus.ids import new_id
 from mads.core import names
-from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.base import MAD, MadContext, RemoteError, ToolFailure
 from mads.core.tools import Call, tool
 from mads.rogers.schemas import (
     Conversation,
@@ -60,6 +62,7 @@ _POSITIONS_KEPT = 4096
 A handler runs at most mailbox + concurrency requests after the tap saw its envelope,
 far fewer than this, so an entry is never evicted before it is needed."""
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0
+AUDIT_TIMEOUT = 10.0
 REDACTED = "[REDACTED]"
 SECRET_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {(names.TURING, "put"): frozenset({"value"})}
 """Command arguments that carry a secret, by (recipient MAD, tool): stripped before storing, because
@@ -275,37 +278,96 @@ class Rogers(MAD[RogersConfig]):
     @tool("Start a new conversation and return it (its id is what messages carry as conversation_id).")
     async def create_conversation(self, args: CreateConversationArgs, call: Call) -> Conversation:
         title = self._scrub(args.title) if args.title else args.title
-        return await self.store.create_conversation(new_id(), title, args.created_by or call.sender)
+        return await self.store.create_conversation(
+            new_id(), title, args.created_by or call.sender, owner=call.principal.name
+        )
 
-    @tool("List conversations, newest first, one page at a time (pass next_cursor back to get the next page).")
-    async def list_conversations(self, args: ListConversationsArgs) -> ConversationPage:
-        return await self.store.list_conversations(args.cursor, min(args.limit, self.config.page_max))
+    @tool(
+        "List your conversations, newest first, one page at a time (pass next_cursor back to get the next page). "
+        "Operators may ask for every person's with all_owners (audited)."
+    )
+    async def list_conversations(self, args: ListConversationsArgs, call: Call) -> ConversationPage:
+        owner = await self._owner_scope(call, args.all_owners, "list_conversations")
+        return await self.store.list_conversations(args.cursor, min(args.limit, self.config.page_max), owner)
 
     @tool("Get one conversation: title, times, message count and participants (who sent or received messages).")
-    async def get_conversation(self, args: GetConversationArgs) -> Conversation:
+    async def get_conversation(self, args: GetConversationArgs, call: Call) -> Conversation:
         conversation = await self.store.get_conversation(args.conversation_id)
-        if conversation is None:
-            raise _not_found(args.conversation_id)
+        await self._may_read(call, conversation, args.conversation_id, "get_conversation")
+        assert conversation is not None
         return conversation
 
     @tool(
         "Read a conversation's messages in order: direction forward (oldest first) or backward (newest first). "
         "Pass next_cursor back as cursor for the next page; next_cursor is null on the last page."
     )
-    async def history(self, args: HistoryArgs) -> MessagePage:
-        if await self.store.get_conversation(args.conversation_id, participants=False) is None:
-            raise _not_found(args.conversation_id)
+    async def history(self, args: HistoryArgs, call: Call) -> MessagePage:
+        conversation = await self.store.get_conversation(args.conversation_id, participants=False)
+        await self._may_read(call, conversation, args.conversation_id, "history")
         limit = min(args.limit, self.config.page_max)
         return await self.store.history(args.conversation_id, args.cursor, limit, args.direction)
 
     @tool(
-        "Full-text search over what was said (all words must match; best matches first), optionally within "
-        "one conversation. Each hit has the message id, its conversation and a snippet with matches in [brackets]."
+        "Full-text search over what was said in your conversations (all words must match; best matches first), "
+        "optionally within one conversation. Each hit has the message id, its conversation and a snippet with "
+        "matches in [brackets]. Operators may search every person's with all_owners (audited)."
     )
-    async def search(self, args: SearchArgs) -> SearchResult:
+    async def search(self, args: SearchArgs, call: Call) -> SearchResult:
+        if args.conversation_id is not None:
+            conversation = await self.store.get_conversation(args.conversation_id, participants=False)
+            await self._may_read(call, conversation, args.conversation_id, "search")
+            owner = None
+        else:
+            owner = await self._owner_scope(call, args.all_owners, "search")
         fts_query = to_fts_query(args.query)
-        hits = await self.store.search(fts_query, args.conversation_id, min(args.limit, self.config.page_max))
+        hits = await self.store.search(fts_query, args.conversation_id, min(args.limit, self.config.page_max), owner)
         return SearchResult(query=args.query, fts_query=fts_query, hits=hits)
+
+    # ---- who may read what ---------------------------------------------------------------
+
+    async def _may_read(self, call: Call, conversation: Conversation | None, conversation_id: str, action: str) -> None:
+        """The owner and the system read a conversation; an operator reads anyone's, audited; anyone else
+        gets ``not_found`` exactly as for a conversation that does not exist (no existence leak)."""
+        principal = call.principal
+        if conversation is None:
+            raise _not_found(conversation_id)
+        if not principal.is_person or conversation.owner == principal.name:
+            return
+        if principal.is_operator:
+            await self._audit_read(call, action, {"conversation_id": conversation_id, "owner": conversation.owner})
+            return
+        raise _not_found(conversation_id)
+
+    async def _owner_scope(self, call: Call, all_owners: bool, action: str) -> str | None:
+        """Whose conversations a list or search covers: the caller's own, or (operators, audited) everyone's."""
+        principal = call.principal
+        if not principal.is_person:
+            return None
+        if not all_owners:
+            return principal.name
+        if not principal.is_operator:
+            raise ToolFailure("forbidden", f"all_owners is for operators; {principal} is not one")
+        await self._audit_read(call, action, {"all_owners": True})
+        return None
+
+    async def _audit_read(self, call: Call, action: str, details: dict[str, JsonValue]) -> None:
+        """An operator reading other people's conversations is recorded before the read (fail closed)."""
+        record: dict[str, JsonValue] = {
+            "event_type": "data.read",
+            "actor": str(call.principal),
+            "action": f"rogers.{action}",
+            "outcome": "success",
+            "details": {**details, "chain": list(call.envelope.chain), "via_llm": call.via_llm},
+            "hmac_keys": [],
+        }
+        try:
+            await self.call(names.MCNAMARA, "record", record, timeout=AUDIT_TIMEOUT)
+        except (RemoteError, BusError) as exc:
+            raise ToolFailure(
+                "audit_unavailable",
+                f"reading another person's conversations must be audited, and the audit trail cannot record: {exc}",
+                retryable=True,
+            ) from None
 
     @tool("Counts: messages and conversations stored, writes pending and batches committed.")
     async def stats(self, args: NoArgs) -> Stats:

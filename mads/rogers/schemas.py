@@ -63,6 +63,9 @@ class ListConversationsArgs(Args):
         default=None, max_length=200, description="next_cursor from the previous page; omit for the newest page."
     )
     limit: int = Field(default=50, ge=1, le=MAX_LIMIT, description="Most conversations to return.")
+    all_owners: bool = Field(
+        default=False, description="Operators only: every person's conversations, not just your own (audited)."
+    )
 
     @field_validator("cursor")
     @classmethod
@@ -100,6 +103,9 @@ class SearchArgs(Args):
     )
     conversation_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=CONVERSATION_ID_PATTERN)
     limit: int = Field(default=20, ge=1, le=MAX_LIMIT, description="Most hits to return.")
+    all_owners: bool = Field(
+        default=False, description="Operators only: search every person's conversations, not just your own (audited)."
+    )
 
     @field_validator("query")
     @classmethod
@@ -127,6 +133,8 @@ class Conversation(BaseModel):
     updated_at: str
     created_by: str | None
     message_count: int
+    owner: str = "system"
+    """The principal name it belongs to (``alice``), or ``system``: only they (and operators, audited) read it."""
     participants: list[Participant] | None = None
 
 

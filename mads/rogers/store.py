@@ -74,7 +74,7 @@ _INSERT_MESSAGE = (
     " text, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
 _MESSAGE_COLUMNS = "id, conversation_id, sender, recipient, kind, correlation_id, created_at, text, envelope"
-_CONVERSATION_COLUMNS = "id, title, created_at, updated_at, created_by, message_count"
+_CONVERSATION_COLUMNS = "id, title, created_at, updated_at, created_by, message_count, owner"
 
 
 class ConversationStore:
@@ -157,17 +157,23 @@ class ConversationStore:
         return int(count)
 
     async def create_conversation(
-        self, conversation_id: str, title: str | None, created_by: str | None
+        self, conversation_id: str, title: str | None, created_by: str | None, owner: str
     ) -> Conversation:
         at = now()
         async with self._write_lock:
             await self.writer.execute(
-                "INSERT INTO conversations (id, title, created_at, updated_at, created_by, message_count)"
-                " VALUES (?, ?, ?, ?, ?, 0)",
-                (conversation_id, title, at, at, created_by),
+                "INSERT INTO conversations (id, title, created_at, updated_at, created_by, message_count, owner)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (conversation_id, title, at, at, created_by, owner),
             )
         return Conversation(
-            id=conversation_id, title=title, created_at=at, updated_at=at, created_by=created_by, message_count=0
+            id=conversation_id,
+            title=title,
+            created_at=at,
+            updated_at=at,
+            created_by=created_by,
+            message_count=0,
+            owner=owner,
         )
 
     # ---- reads -------------------------------------------------------------------------
@@ -202,13 +208,22 @@ class ConversationStore:
                 ]
         return conversation
 
-    async def list_conversations(self, cursor: str | None, limit: int) -> ConversationPage:
-        """Newest first by (created_at, id): keys that never change, so pages neither skip nor repeat."""
+    async def list_conversations(self, cursor: str | None, limit: int, owner: str | None = None) -> ConversationPage:
+        """Newest first by (created_at, id): keys that never change, so pages neither skip nor repeat.
+
+        ``owner`` limits the list to one owner's conversations (``None``: everyone's).
+        """
         sql = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations"
+        where: list[str] = []
         params: list[Any] = []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
         if cursor is not None:
-            sql += " WHERE (created_at, id) < (?, ?)"
+            where.append("(created_at, id) < (?, ?)")
             params.extend(decode_conversation_cursor(cursor))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         params.append(limit + 1)
         async with self.reader.execute(sql, params) as result:
@@ -237,7 +252,10 @@ class ConversationStore:
             conversation_id=conversation_id, direction=direction, messages=messages, next_cursor=next_cursor
         )
 
-    async def search(self, fts_query: str, conversation_id: str | None, limit: int) -> list[SearchHit]:
+    async def search(
+        self, fts_query: str, conversation_id: str | None, limit: int, owner: str | None = None
+    ) -> list[SearchHit]:
+        """Best matches first; ``owner`` limits the search to one owner's conversations (``None``: all)."""
         sql = (
             "SELECT m.id, m.conversation_id, m.sender, m.recipient, m.kind, m.created_at,"
             " snippet(messages_fts, 0, '[', ']', '…', 16)"
@@ -245,6 +263,9 @@ class ConversationStore:
             " WHERE messages_fts MATCH ?"
         )
         params: list[Any] = [fts_query]
+        if owner is not None:
+            sql += " AND m.conversation_id IN (SELECT id FROM conversations WHERE owner = ?)"
+            params.append(owner)
         if conversation_id is not None:
             sql += " AND m.conversation_id = ?"
             params.append(conversation_id)
@@ -262,9 +283,15 @@ class ConversationStore:
 
 
 def _conversation(row: sqlite3.Row | tuple[Any, ...]) -> Conversation:
-    cid, title, created_at, updated_at, created_by, count = row
+    cid, title, created_at, updated_at, created_by, count, owner = row
     return Conversation(
-        id=cid, title=title, created_at=created_at, updated_at=updated_at, created_by=created_by, message_count=count
+        id=cid,
+        title=title,
+        created_at=created_at,
+        updated_at=updated_at,
+        created_by=created_by,
+        message_count=count,
+        owner=owner,
     )
 
 

@@ -10,7 +10,13 @@ process can strip them. Turing takes no prose: secrets must never reach an LLM p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, TypeVar
 
@@ -18,7 +24,8 @@ from pydantic import JsonValue
 
 from bus.base import BusError
 from bus.envelope import SECRET_MEDIA_TYPE, DataPart
-from mads.core import names
+from mads.core import authority, names
+from mads.core.authority import PERSON_PREFIX
 from mads.core.base import MAD, MadContext, RemoteError, ToolFailure
 from mads.core.tools import Call, tool
 from mads.turing.barrier import IntegrityError, SealedError, TuringError
@@ -51,6 +58,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 AUDIT_MAD = names.MCNAMARA
+WATCH_HEARTBEAT = 2.0
+"""Seconds between two notes in the vault that this process still watches it (the CLI trusts notes under 10 s)."""
 AUDIT_TOOL = "record"
 
 
@@ -65,6 +74,9 @@ class Turing(MAD[TuringConfig]):
         super().__init__(ctx, instance=instance)
         self._vault: Vault | None = None
         self._sealed_reason: str | None = "the vault is not open"
+        self._watch: asyncio.Task[None] | None = None
+        self._instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        """This process's name in the vault's ``watchers`` table (the CLI waits for it to redact a new value)."""
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -79,11 +91,43 @@ class Turing(MAD[TuringConfig]):
             log.info(
                 "turing unsealed (%s mode); %d stored values registered with the redactor", self.config.unseal, known
             )
+            self._watch = asyncio.create_task(self._watch_vault(self._vault), name="turing:watch-vault")
 
     async def on_stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+            if self._vault is not None:
+                with contextlib.suppress(TuringError, sqlite3.Error):
+                    await self._vault.forget_watcher(self._instance)
         if self._vault is not None:
             await self._vault.close()
             self._vault = None
+
+    async def _watch_vault(self, vault: Vault) -> None:
+        """Redaction is live: a value another process (``ecosystem.py secrets set``) writes into the vault
+        while this one runs is registered with this process's redactor within ``watch_interval``, and
+        this process says so in the vault (``watchers``), which is what the CLI waits for before returning."""
+        seen = await vault.generation()
+        await vault.note_watching(self._instance, seen)
+        beat = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.watch_interval)
+            try:
+                now = await vault.generation()
+                if now > seen:
+                    await vault.register_all_with_redactor()
+                    seen = now
+                    await vault.note_watching(self._instance, seen)
+                    beat = loop.time()
+                elif loop.time() - beat >= WATCH_HEARTBEAT:
+                    await vault.note_watching(self._instance, seen)
+                    beat = loop.time()
+            except (TuringError, sqlite3.Error) as exc:
+                log.warning("turing could not look for new secret values: %s", type(exc).__name__)
 
     def result_part(self, tool: str, value: JsonValue) -> DataPart:
         if tool in self.secret_tools:
@@ -96,7 +140,7 @@ class Turing(MAD[TuringConfig]):
     async def get(self, args: GetArgs, call: Call) -> SecretReply:
         vault, who = self._unsealed("get"), self._principal(call)
         secret = await self._guard(
-            "get", who, {"path": args.path, "version": args.version}, lambda: vault.get(who, args.path, args.version)
+            "get", call, {"path": args.path, "version": args.version}, lambda: vault.get(who, args.path, args.version)
         )
         await self._audit("secret.read", who, "get", "success", {"path": args.path, "version": secret.version})
         return SecretReply(path=secret.path, version=secret.version, value=secret.value.get_secret_value())
@@ -105,7 +149,7 @@ class Turing(MAD[TuringConfig]):
     async def put(self, args: PutArgs, call: Call) -> PutResult:
         vault, who = self._unsealed("put"), self._principal(call)
         version = await self._guard(
-            "put", who, {"path": args.path, "cas": args.cas}, lambda: vault.put(who, args.path, args.value, args.cas)
+            "put", call, {"path": args.path, "cas": args.cas}, lambda: vault.put(who, args.path, args.value, args.cas)
         )
         await self._audit("secret.write", who, "put", "success", {"path": args.path, "version": version})
         return PutResult(path=args.path, version=version)
@@ -113,14 +157,16 @@ class Turing(MAD[TuringConfig]):
     @tool("List secret paths under a prefix (only those the caller may list). Needs 'list'.", name="list")
     async def list_paths(self, args: ListArgs, call: Call) -> ListResult:
         vault, who = self._unsealed("list"), self._principal(call)
-        paths = await self._guard("list", who, {"prefix": args.prefix}, lambda: vault.list(who, args.prefix))
+        paths = await self._guard("list", call, {"prefix": args.prefix}, lambda: vault.list(who, args.prefix))
+        subjects = self._subjects(call)
+        paths = [p for p in paths if all(vault.policy.allows(s, Capability.LIST, p) for s in subjects)]
         await self._audit("secret.list", who, "list", "success", {"prefix": args.prefix, "count": len(paths)})
         return ListResult(prefix=args.prefix, paths=paths)
 
     @tool("Metadata and the state of every kept version of a secret (no values). Needs 'read'.")
     async def versions(self, args: PathArgs, call: Call) -> VersionsResult:
         vault, who = self._unsealed("versions"), self._principal(call)
-        meta = await self._guard("versions", who, {"path": args.path}, lambda: vault.versions(who, args.path))
+        meta = await self._guard("versions", call, {"path": args.path}, lambda: vault.versions(who, args.path))
         await self._audit("secret.metadata", who, "versions", "success", {"path": args.path})
         return VersionsResult(
             **meta.model_dump(exclude={"versions"}),
@@ -131,7 +177,7 @@ class Turing(MAD[TuringConfig]):
     async def delete(self, args: DeleteArgs, call: Call) -> ChangedResult:
         vault, who = self._unsealed("delete"), self._principal(call)
         details: dict[str, JsonValue] = {"path": args.path, "versions": list(args.versions or [])}
-        changed = await self._guard("delete", who, details, lambda: vault.delete(who, args.path, args.versions))
+        changed = await self._guard("delete", call, details, lambda: vault.delete(who, args.path, args.versions))
         await self._audit("secret.delete", who, "delete", "success", {**details, "changed": list(changed)})
         return ChangedResult(path=args.path, changed=changed)
 
@@ -139,15 +185,15 @@ class Turing(MAD[TuringConfig]):
     async def undelete(self, args: VersionsArgs, call: Call) -> ChangedResult:
         vault, who = self._unsealed("undelete"), self._principal(call)
         details: dict[str, JsonValue] = {"path": args.path, "versions": list(args.versions)}
-        changed = await self._guard("undelete", who, details, lambda: vault.undelete(who, args.path, args.versions))
+        changed = await self._guard("undelete", call, details, lambda: vault.undelete(who, args.path, args.versions))
         await self._audit("secret.undelete", who, "undelete", "success", {**details, "changed": list(changed)})
         return ChangedResult(path=args.path, changed=changed)
 
-    @tool("Erase versions permanently (they cannot be restored). Needs 'delete'.")
+    @tool("Erase versions permanently (they cannot be restored). Operators only; needs 'delete'.", operator=True)
     async def destroy(self, args: VersionsArgs, call: Call) -> ChangedResult:
         vault, who = self._unsealed("destroy"), self._principal(call)
         details: dict[str, JsonValue] = {"path": args.path, "versions": list(args.versions)}
-        changed = await self._guard("destroy", who, details, lambda: vault.destroy(who, args.path, args.versions))
+        changed = await self._guard("destroy", call, details, lambda: vault.destroy(who, args.path, args.versions))
         await self._audit("secret.destroy", who, "destroy", "success", {**details, "changed": list(changed)})
         return ChangedResult(path=args.path, changed=changed)
 
@@ -174,7 +220,11 @@ class Turing(MAD[TuringConfig]):
             how_to_unseal=self._sealed_reason if st.sealed else None,
         )
 
-    @tool(f"Start a new data-key term for new writes; old versions stay readable. Needs 'write' on {ROTATE_PATH}.")
+    @tool(
+        f"Start a new data-key term for new writes; old versions stay readable. Operators only; needs 'write' on "
+        f"{ROTATE_PATH}.",
+        operator=True,
+    )
     async def rotate(self, args: NoArgs, call: Call) -> RotateResult:
         vault, who = self._unsealed("rotate"), self._principal(call)
         details: dict[str, JsonValue] = {"path": ROTATE_PATH}
@@ -183,7 +233,7 @@ class Turing(MAD[TuringConfig]):
             vault.policy.check(who, Capability.WRITE, ROTATE_PATH)
             return await vault.rotate()
 
-        term = await self._guard("rotate", who, details, checked_rotate)
+        term = await self._guard("rotate", call, details, checked_rotate)
         await self._audit("secret.rotate", who, "rotate", "success", {**details, "key_term": term})
         return RotateResult(key_term=term)
 
@@ -195,16 +245,38 @@ class Turing(MAD[TuringConfig]):
         return self._vault
 
     @staticmethod
-    def _principal(call: Call) -> str:
-        return call.sender
+    def _subjects(call: Call) -> list[str]:
+        """Who must be allowed: the MAD that sent the request and the person it serves, both.
 
-    async def _guard(self, action: str, who: str, details: dict[str, JsonValue], op: Callable[[], Awaitable[T]]) -> T:
-        """Run one vault operation as `who`, turning vault errors into typed failures (audited)."""
+        A MAD relaying a person's command (Grace) can do no more than that person; a MAD working
+        as the system (Fiedler reading its provider key) is judged alone. Policy subjects are MAD
+        names and ``user:<name>`` / ``operator:<name>`` for people.
+        """
+        subjects = []
+        if not call.sender.startswith(PERSON_PREFIX):
+            subjects.append(names.mad_of(call.sender))
+        if call.principal.is_person:
+            subjects.append(str(call.principal))
+        return subjects
+
+    @classmethod
+    def _principal(cls, call: Call) -> str:
+        """The subject the vault operation runs as (and the audit names): the person if there is one."""
+        subjects = cls._subjects(call)
+        return subjects[-1] if subjects else str(call.principal)
+
+    async def _guard(self, action: str, call: Call, details: dict[str, JsonValue], op: Callable[[], Awaitable[T]]) -> T:
+        """Run one vault operation for ``call``, turning vault errors into typed failures (audited)."""
+        who = self._principal(call)
+        target = str(details.get("path") or details.get("prefix") or "")
         try:
-            if who == OPERATOR:
-                # The operator acts through the CLI on the vault file; on the bus the name is a forgery.
-                target = details.get("path") or details.get("prefix") or ""
-                raise AccessDenied(who, _CAPABILITY[action], str(target))
+            vault = self._unsealed(action)
+            for subject in self._subjects(call) or [who]:
+                if subject == OPERATOR:
+                    # The operator acts through the CLI on the vault file; on the bus the name is a forgery.
+                    raise AccessDenied(subject, _CAPABILITY[action], target)
+                if action != "list":  # a list is filtered path by path, for every subject (see list_paths)
+                    vault.policy.check(subject, _CAPABILITY[action], target)
             return await op()
         except AccessDenied as exc:
             await self._audit_denial(action, exc)
@@ -246,7 +318,7 @@ class Turing(MAD[TuringConfig]):
             "actor": actor,
             "action": action,
             "outcome": outcome,
-            "details": details,
+            "details": {**details, "chain": list(authority.current().chain)},
             "hmac_keys": [],
         }
         try:

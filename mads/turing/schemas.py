@@ -24,9 +24,14 @@ ROTATE_PATH = "sys/rotate"
 
 DEFAULT_POLICY: tuple[PolicyRule, ...] = (
     PolicyRule(principal=names.FIEDLER, paths=("providers/**",), capabilities=frozenset({Capability.READ})),
+    PolicyRule(principal=names.GRACE, paths=("**",), capabilities=frozenset(Capability)),
     PolicyRule(principal=OPERATOR, paths=("**",), capabilities=frozenset(Capability)),
 )
-"""Deny by default; Fiedler reads provider API keys at call time; the operator CLI may do everything."""
+"""Deny by default. A request is allowed only if both its sending MAD and the person it serves (if any)
+are: Fiedler reads provider API keys for itself (as the system); Grace relays people's ``/turing``
+commands, so she may do what the person may — and no person is granted anything by default (add rules
+for ``user:<name>`` or ``operator:*`` to let people keep secrets); the operator CLI (``operator``, never
+accepted from the bus) may do everything."""
 
 
 class TuringConfig(BaseModel):
@@ -43,6 +48,12 @@ class TuringConfig(BaseModel):
     passphrase_env: str = Field(default="MAD_TURING_PASSPHRASE", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
     max_versions: int = Field(default=10, ge=1, le=1000, description="versions kept per secret")
     audit_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds to wait for McNamara's record")
+    watch_interval: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="seconds between looks at the vault for values another process (the CLI) wrote, to redact them",
+    )
     policy: list[PolicyRule] = Field(default_factory=lambda: list(DEFAULT_POLICY))
 
     def key_file_path(self, data_dir: Path) -> Path:

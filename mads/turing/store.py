@@ -67,6 +67,22 @@ _MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+_MIGRATIONS = (
+    *_MIGRATIONS,
+    Migration(
+        2,
+        "redaction_watch",
+        """
+        CREATE TABLE generation (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+        INSERT INTO generation (id, value) VALUES (1, 0);
+        CREATE TABLE watchers (
+            instance TEXT PRIMARY KEY,
+            seen INTEGER NOT NULL,
+            heartbeat TEXT NOT NULL
+        );
+        """,
+    ),
+)
 SCHEMA_VERSION = _MIGRATIONS[-1].version
 
 
@@ -399,6 +415,7 @@ class Vault:
                 "DELETE FROM secret_versions WHERE path = ? AND version <= ?",
                 (path, version - self.max_versions),
             )
+            await db.execute("UPDATE generation SET value = value + 1 WHERE id = 1")
         return version
 
     async def get(self, principal: str, path: str, version: int | None = None) -> SecretValue:
@@ -442,6 +459,35 @@ class Vault:
                 self._redactor.register(self._barrier.decrypt(f"{path}#v{version}", blob).decode("utf-8"))
                 count += 1
         return count
+
+    # live redaction across processes -------------------------------------------------------
+
+    async def generation(self) -> int:
+        """How many values have been written to this vault, by any process (a put counts one)."""
+        async with self._conn().execute("SELECT value FROM generation WHERE id = 1") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def note_watching(self, instance: str, seen: int) -> None:
+        """Record that ``instance`` (a running ecosystem) redacts every value up to generation ``seen``."""
+        db = self._conn()
+        async with self._write_lock, write_transaction(db):
+            await db.execute(
+                "INSERT INTO watchers (instance, seen, heartbeat) VALUES (?, ?, ?) ON CONFLICT (instance) DO UPDATE"
+                " SET seen = excluded.seen, heartbeat = excluded.heartbeat",
+                (instance, seen, _now().isoformat()),
+            )
+
+    async def forget_watcher(self, instance: str) -> None:
+        db = self._conn()
+        async with self._write_lock, write_transaction(db):
+            await db.execute("DELETE FROM watchers WHERE instance = ?", (instance,))
+
+    async def watchers(self) -> list[tuple[str, int, datetime]]:
+        """Running ecosystems watching this vault: (instance, generation seen, last heartbeat)."""
+        async with self._conn().execute("SELECT instance, seen, heartbeat FROM watchers") as cur:
+            rows = await cur.fetchall()
+        return [(str(i), int(s), datetime.fromisoformat(str(h))) for i, s, h in rows]
 
     async def list(self, principal: str, prefix: str = "") -> list[str]:
         """Paths under `prefix` the principal may list; needs LIST on the prefix itself too."""

@@ -137,14 +137,42 @@ async def test_request_to_nobody_gets_no_route_error(bus: Bus) -> None:
     assert "nobody_home" in reply.error.message
 
 
-async def test_deadline_exceeded_then_late_reply_dropped_and_counted(bus: Bus) -> None:
+async def test_a_handler_still_running_at_the_deadline_is_cancelled(bus: Bus) -> None:
+    """The deadline ends the work, not only the wait: the handler is cancelled where it waits."""
+    cancelled = asyncio.Event()
+
+    async def slow(envelope: Envelope) -> Envelope:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return envelope.reply(ProsePart(text="never"))
+
+    await bus.subscribe("slow", slow)
+    with pytest.raises(DeadlineExceeded):
+        await bus.request(req("slow", deadline=0.3), timeout=WAIT)
+    await asyncio.wait_for(cancelled.wait(), WAIT)
+    await eventually(lambda: bus.stats().expired_requests_dropped >= 1)
+
+
+async def test_a_reply_that_ignores_its_deadline_is_dropped_and_counted(bus: Bus) -> None:
+    """A handler that shields itself from cancellation and answers late: the reply is dropped, not delivered."""
     release = asyncio.Event()
     finished = asyncio.Event()
 
-    async def slow(envelope: Envelope) -> Envelope:
-        await release.wait()
+    async def stubborn(envelope: Envelope) -> Envelope:
+        await asyncio.shield(release.wait())
         finished.set()
         return envelope.reply(ProsePart(text="too late"))
+
+    async def slow(envelope: Envelope) -> Envelope:
+        try:
+            return await stubborn(envelope)
+        except asyncio.CancelledError:
+            await release.wait()
+            finished.set()
+            return envelope.reply(ProsePart(text="too late"))
 
     await bus.subscribe("slow", slow)
     with pytest.raises(DeadlineExceeded):
@@ -152,6 +180,51 @@ async def test_deadline_exceeded_then_late_reply_dropped_and_counted(bus: Bus) -
     release.set()
     await asyncio.wait_for(finished.wait(), WAIT)
     await eventually(lambda: bus.stats().late_replies_dropped >= 1)
+
+
+async def test_cancel_stops_the_handler_and_answers_cancelled(bus: Bus) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def long(envelope: Envelope) -> Envelope:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return envelope.reply(ProsePart(text="never"))
+
+    await bus.subscribe("long", long)
+    envelope = req("long", deadline=10 * WAIT)
+    pending = asyncio.create_task(bus.request(envelope))
+    await asyncio.wait_for(started.wait(), WAIT)
+    assert bus.cancel(envelope.id)
+    reply = await asyncio.wait_for(pending, WAIT)
+    assert reply.error is not None and reply.error.code == "cancelled"
+    assert cancelled.is_set()
+    assert not bus.cancel(envelope.id)  # nothing left to cancel
+
+
+async def test_a_requester_that_stops_waiting_cancels_the_work(bus: Bus) -> None:
+    """Cancelling the task awaiting ``request()`` (a client gone away) cancels the handler too."""
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def long(envelope: Envelope) -> Envelope:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return envelope.reply(ProsePart(text="never"))
+
+    await bus.subscribe("long", long)
+    pending = asyncio.create_task(bus.request(req("long", deadline=10 * WAIT)))  # only the cancel can end it
+    await asyncio.wait_for(started.wait(), WAIT)
+    pending.cancel()
+    await asyncio.wait_for(cancelled.wait(), WAIT)
 
 
 async def test_timeout_without_deadline(bus: Bus) -> None:

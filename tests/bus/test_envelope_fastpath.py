@@ -18,11 +18,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from bus.envelope import (
     ADDRESS_PATTERN,
+    MAX_CHAIN,
+    SYSTEM,
     CommandPart,
     DataPart,
     Envelope,
     ErrorInfo,
     Kind,
+    Principal,
     ProsePart,
     TraceContext,
     _derive,
@@ -80,6 +83,12 @@ traces = st.none() | st.builds(
     traceparent=st.from_regex(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", fullmatch=True),
     tracestate=st.none() | st.text(max_size=30),
 )
+principals = st.just(SYSTEM) | st.builds(
+    Principal,
+    kind=st.sampled_from(["user", "operator"]),
+    name=st.from_regex(r"[A-Za-z0-9_\-]{1,64}", fullmatch=True).filter(lambda n: n != "system"),
+)
+ids = st.from_regex(r"[0-9a-f]{32}", fullmatch=True)
 requests = st.builds(
     Envelope,
     conversation_id=conversations,
@@ -89,6 +98,9 @@ requests = st.builds(
     kind=st.sampled_from(list(Kind)),
     deadline=deadlines,
     trace=traces,
+    principal=principals,
+    turn=st.none() | ids,
+    chain=st.lists(addresses, max_size=MAX_CHAIN).map(tuple),
     content=st.lists(parts, min_size=1, max_size=4),
 )
 # Arbitrary strings, plus near misses of each constraint (newline endings, capitals, lengths).
@@ -114,6 +126,9 @@ def slow_reply(request: Envelope, fast: Envelope, parts: tuple[Any, ...], sender
         correlation_id=request.id,
         deadline=request.deadline,
         trace=request.trace,
+        principal=request.principal,
+        turn=request.turn,
+        chain=request.chain,
         content=list(parts),
     )
 
@@ -152,6 +167,9 @@ def test_fast_error_reply_equals_fully_validated_one(
         kind=Kind.ERROR,
         correlation_id=request.id,
         trace=request.trace,
+        principal=request.principal,
+        turn=request.turn,
+        chain=request.chain,
         content=[DataPart(media_type="application/vnd.mad.error+json", value=error.model_dump(mode="json"))],
     )
     assert_same(fast, slow)

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from bus.envelope import CommandPart, Envelope, Kind, ProsePart, deadline_in
+from bus.envelope import SYSTEM, CommandPart, Envelope, Kind, Principal, ProsePart, deadline_in
 from bus.memory import InMemoryBus
 from mads.core.base import MAD, MadContext, ToolFailure
 from mads.core.redaction import SecretRedactor
@@ -141,18 +141,32 @@ class Eco:
             )
         )
 
-    async def command(self, tool_name: str, to: str = "fiedler", **arguments: JsonValue) -> Envelope:
+    async def command(
+        self,
+        tool_name: str,
+        to: str = "fiedler",
+        *,
+        as_sender: str = "tester",
+        in_conversation: str | None = None,
+        for_principal: Principal = SYSTEM,
+        turn: str | None = None,
+        **arguments: JsonValue,
+    ) -> Envelope:
+        """A command from ``as_sender`` (who Fiedler bills), in ``in_conversation``, serving ``for_principal``."""
         return await self.bus.request(
             Envelope(
-                sender="tester",
+                sender=as_sender,
                 recipient=to,
                 kind=Kind.REQUEST,
+                conversation_id=in_conversation,
                 deadline=deadline_in(DEADLINE),
+                principal=for_principal,
+                turn=turn,
                 content=[CommandPart(tool=tool_name, arguments=arguments)],
             )
         )
 
-    async def chat(self, **arguments: JsonValue) -> Envelope:
+    async def chat(self, **arguments: Any) -> Envelope:
         arguments.setdefault("messages", [{"role": "user", "content": "hello there"}])
         return await self.command("chat", **arguments)
 

@@ -16,16 +16,44 @@ async def test_ledger_aggregates_and_survives_reopen(tmp_path: Path) -> None:
     ledger = Ledger(path, conversation_cache=2)
     await ledger.open()
     await ledger.record(
-        caller="a", conversation_id="c1", model="m", input_tokens=10, output_tokens=5, cost_usd=0.5, ok=True
+        principal="user:alice",
+        caller="a",
+        conversation_id="c1",
+        model="m",
+        input_tokens=10,
+        output_tokens=5,
+        cost_usd=0.5,
+        ok=True,
     )
     await ledger.record(
-        caller="b", conversation_id="c2", model="m", input_tokens=1, output_tokens=1, cost_usd=0.1, ok=True
+        principal="user:bob",
+        caller="b",
+        conversation_id="c2",
+        model="m",
+        input_tokens=1,
+        output_tokens=1,
+        cost_usd=0.1,
+        ok=True,
     )
     await ledger.record(
-        caller="a", conversation_id="c3", model="n", input_tokens=2, output_tokens=0, cost_usd=0.0, ok=False
+        principal="user:alice",
+        caller="a",
+        conversation_id="c3",
+        model="n",
+        input_tokens=2,
+        output_tokens=0,
+        cost_usd=0.0,
+        ok=False,
     )
     await ledger.record(
-        caller="a", conversation_id=None, model="n", input_tokens=3, output_tokens=3, cost_usd=0.0, ok=True
+        principal="user:bob",
+        caller="a",
+        conversation_id=None,
+        model="n",
+        input_tokens=3,
+        output_tokens=3,
+        cost_usd=0.0,
+        ok=True,
     )
     report = await ledger.report()
     assert report.total.calls == 4 and report.total.failed_calls == 1
@@ -33,6 +61,7 @@ async def test_ledger_aggregates_and_survives_reopen(tmp_path: Path) -> None:
     assert report.per_mad["a"].calls == 3 and report.per_mad["b"].input_tokens == 1
     assert list(report.per_conversation) == ["c2", "c3"]
     assert report.per_model["n"].output_tokens == 3
+    assert report.per_principal["user:alice"].calls == 2 and report.per_principal["user:bob"].calls == 2
     await ledger.close()
 
     reopened = Ledger(path, conversation_cache=2)
@@ -44,9 +73,18 @@ async def test_ledger_aggregates_and_survives_reopen(tmp_path: Path) -> None:
     old = await reopened.report(conversation_id="c1")
     assert old.total.input_tokens == 10 and list(old.per_mad) == ["a"]
     await reopened.record(
-        caller="a", conversation_id="c1", model="m", input_tokens=1, output_tokens=1, cost_usd=0.0, ok=True
+        principal="user:alice",
+        caller="a",
+        conversation_id="c1",
+        model="m",
+        input_tokens=1,
+        output_tokens=1,
+        cost_usd=0.0,
+        ok=True,
     )
     assert (await reopened.report()).per_conversation["c1"].input_tokens == 11
+    alice = await reopened.report(principal="user:alice")
+    assert set(alice.per_principal) == {"user:alice"} and alice.total.calls == 3
     only_a = await reopened.report(caller="a")
     assert set(only_a.per_conversation) == {"c1", "c3"}
     assert only_a.total.calls == 4
@@ -57,8 +95,8 @@ async def test_usage_tool_survives_a_restart(tmp_path: Path, llm_server: Scripte
     monkeypatch.setenv(KEY_ENV, SECRET_KEY)
     llm_server.script(Reply(text="one two"), ServerError(status=500))
     async with ecosystem(tmp_path, config(llm_server)) as eco:
-        await eco.chat(caller="hopper", conversation_id="c-r")
-        await eco.chat(caller="grace", conversation_id="c-r")
+        await eco.chat(as_sender="hopper", in_conversation="c-r")
+        await eco.chat(as_sender="grace", in_conversation="c-r")
         before = (await eco.command("usage")).data()[0]
     assert before["total"]["calls"] == 2 and before["total"]["failed_calls"] == 1
     assert before["per_mad"]["hopper"]["output_tokens"] == 2

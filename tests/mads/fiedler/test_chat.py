@@ -46,7 +46,7 @@ async def chat_error(eco: Eco, **arguments: object) -> tuple[str, str]:
 async def test_plain_chat_returns_a_typed_result(tmp_path: Path, llm_server: ScriptedLLM) -> None:
     llm_server.script(Reply(text="hello back to you"))
     async with ecosystem(tmp_path, config(llm_server)) as eco:
-        reply = await eco.chat(caller="hopper", conversation_id="c-plain")
+        reply = await eco.chat(as_sender="hopper", in_conversation="c-plain")
         (result,) = reply.data()
         assert result == {
             "model": "main",
@@ -137,7 +137,7 @@ async def test_timeout_is_a_clear_failure(tmp_path: Path, llm_server: ScriptedLL
     exporter.clear()
     llm_server.script(Hang(times=None))
     async with ecosystem(tmp_path, config(llm_server, model(llm_server, timeout=0.3))) as eco:
-        code, message = await chat_error(eco, conversation_id="c-slow")
+        code, message = await chat_error(eco, in_conversation="c-slow")
         assert code == "llm_timeout"
         assert message == "model 'main' (openai/scripted): no answer within 0.3s (after retries)"
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "chat scripted"]
@@ -203,7 +203,7 @@ async def test_bad_chat_arguments_name_the_field(tmp_path: Path, llm_server: Scr
 async def test_streamed_text_deltas_are_published_in_order(tmp_path: Path, llm_server: ScriptedLLM) -> None:
     llm_server.script(Reply(text="one two three four five"))
     async with ecosystem(tmp_path, config(llm_server)) as eco:
-        (result,) = (await eco.chat(stream_topic="stream.c9", caller="hopper", conversation_id="c9")).data()
+        (result,) = (await eco.chat(stream=True, in_conversation="c9", as_sender="hopper")).data()
         assert result["content"] == "one two three four five"
         assert result["usage"] == {"input_tokens": 2, "output_tokens": 5}
         deltas = await eco.events.wait_count("stream.c9", 5)
@@ -216,7 +216,7 @@ async def test_streamed_text_deltas_are_published_in_order(tmp_path: Path, llm_s
 async def test_streamed_tool_call_deltas_are_assembled(tmp_path: Path, llm_server: ScriptedLLM) -> None:
     llm_server.script(ToolCall(name="search", arguments={"query": "moby dick", "limit": 2}, id="call-7"))
     async with ecosystem(tmp_path, config(llm_server)) as eco:
-        (result,) = (await eco.chat(stream_topic="stream.c10")).data()
+        (result,) = (await eco.chat(stream=True, in_conversation="c10")).data()
         assert result["tool_calls"] == [
             {"id": "call-7", "name": "search", "arguments": '{"query": "moby dick", "limit": 2}'}
         ]
@@ -227,7 +227,7 @@ async def test_streamed_tool_call_deltas_are_assembled(tmp_path: Path, llm_serve
 async def test_stream_cut_is_a_clear_failure(tmp_path: Path, llm_server: ScriptedLLM) -> None:
     llm_server.script(StreamCut(after_chunks=2))
     async with ecosystem(tmp_path, config(llm_server)) as eco:
-        code, _ = await chat_error(eco, stream_topic="stream.c11")
+        code, _ = await chat_error(eco, stream=True, in_conversation="c11")
         assert code.startswith("llm_")
         (event,) = await eco.events.wait_count(LLM_CALL, 1)
         assert event["ok"] is False
@@ -246,9 +246,9 @@ async def test_configured_prices_and_cost_map(tmp_path: Path, llm_server: Script
         model(llm_server, "mapped", "gpt-4o-mini"),
     )
     async with ecosystem(tmp_path, cfg) as eco:
-        (priced,) = (await eco.chat(model="priced", conversation_id="c-cost")).data()
+        (priced,) = (await eco.chat(model="priced", in_conversation="c-cost")).data()
         assert priced["cost_usd"] == pytest.approx(1000 * 0.001 + 100 * 0.002)
-        (mapped,) = (await eco.chat(model="mapped", conversation_id="c-cost")).data()
+        (mapped,) = (await eco.chat(model="mapped", in_conversation="c-cost")).data()
         assert mapped["cost_usd"] == pytest.approx(1000 * 0.15e-6 + 100 * 0.6e-6)
         usage = (await eco.command("usage", conversation_id="c-cost")).data()[0]
         assert usage["total"]["cost_usd"] == pytest.approx(priced["cost_usd"] + mapped["cost_usd"])

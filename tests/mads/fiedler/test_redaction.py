@@ -64,7 +64,7 @@ async def test_replies_deltas_and_tool_calls_are_scrubbed_before_they_are_publis
     redactor.register(PASTED)
     llm_server.script(Reply(text=f"your key is {PASTED} indeed"), ToolCall(name="save", arguments={"t": PASTED}))
     async with ecosystem(tmp_path, config(llm_server), redactor=redactor) as eco:
-        (streamed,) = (await eco.chat(stream_topic="stream.red", conversation_id="red")).data()
+        (streamed,) = (await eco.chat(stream=True, in_conversation="red")).data()
         (called,) = (await eco.chat()).data()
         await eco.events.wait_count(LLM_CALL, 2)
         deltas = "".join(d["text"] for d in eco.events.on("stream.red"))  # type: ignore[index]

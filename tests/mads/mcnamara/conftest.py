@@ -12,7 +12,7 @@ import pytest
 from pydantic import JsonValue
 
 from bus.base import Bus, Subscription
-from bus.envelope import CommandPart, DataPart, Envelope, Kind, deadline_in
+from bus.envelope import CommandPart, DataPart, Envelope, Kind, Principal, deadline_in
 from bus.memory import InMemoryBus
 from mads.core.base import MadContext
 from mads.core.redaction import SecretRedactor
@@ -21,6 +21,10 @@ from mads.mcnamara.schemas import McNamaraConfig
 
 FENCE = "events.test_fence"
 OPERATOR = "user.ops"
+"""The address an operator's commands come from at the gateway."""
+OPERATOR_PRINCIPAL = Principal(kind="operator", name="ops")
+"""Whom those commands serve: what McNamara checks for its operator actions."""
+PERSON = Principal(kind="user", name="alice")
 
 
 class ManualClock:
@@ -114,10 +118,17 @@ class Harness:
         envelope = await self.publish("events.alert", {}, sender="test")
         await self.alerts.wait_seen(envelope.id)
 
-    async def call(self, tool: str, arguments: dict[str, JsonValue] | None = None, sender: str = OPERATOR) -> Envelope:
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, JsonValue] | None = None,
+        sender: str = OPERATOR,
+        principal: Principal = OPERATOR_PRINCIPAL,
+    ) -> Envelope:
         return await self.bus.request(
             Envelope(
                 sender=sender,
+                principal=principal,
                 recipient="mcnamara",
                 kind=Kind.REQUEST,
                 deadline=deadline_in(10),
@@ -126,9 +137,13 @@ class Harness:
         )
 
     async def result(
-        self, tool: str, arguments: dict[str, JsonValue] | None = None, sender: str = OPERATOR
+        self,
+        tool: str,
+        arguments: dict[str, JsonValue] | None = None,
+        sender: str = OPERATOR,
+        principal: Principal = OPERATOR_PRINCIPAL,
     ) -> JsonValue:
-        reply = await self.call(tool, arguments, sender)
+        reply = await self.call(tool, arguments, sender, principal)
         assert reply.error is None, reply.error
         return reply.data()[0]
 

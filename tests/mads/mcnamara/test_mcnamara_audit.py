@@ -16,7 +16,7 @@ from bus.topics import (
 )
 from mads.core.audit_trail import AuditRecord
 from mads.mcnamara.schemas import McNamaraConfig
-from tests.mads.mcnamara.conftest import Harness
+from tests.mads.mcnamara.conftest import PERSON, Harness
 
 TOKEN = "tok-CANARY-91f3"
 
@@ -51,6 +51,14 @@ async def test_record_appends_durably_and_returns_seq_and_hash(harness: Harness)
     assert TOKEN.encode() not in data and b"L-CANARY" not in data
 
 
+async def test_record_is_for_components_not_people(harness: Harness) -> None:
+    """A person (at the gateway) or an LLM cannot write into the audit trail; only components' code can."""
+    event = {"event_type": "secret.read", "actor": "forged", "action": "r", "outcome": "success"}
+    reply = await harness.call("record", event, sender="user.ops")
+    assert reply.error is not None and reply.error.code == "forbidden"
+    assert [r for r in await records(harness) if r.actor == "forged"] == []
+
+
 async def test_record_rejects_bad_fields_by_name(harness: Harness) -> None:
     reply = await harness.call(
         "record", {"event_type": "NotDotted", "actor": "a", "action": "b", "outcome": "maybe", "extra": 1}
@@ -67,7 +75,7 @@ async def test_record_rejects_bad_fields_by_name(harness: Harness) -> None:
 async def test_record_fails_closed_when_the_trail_is_closed(harness: Harness) -> None:
     await harness.m.trail.close()
     reply = await harness.call(
-        "record", {"event_type": "secret.read", "actor": "a", "action": "r", "outcome": "success"}
+        "record", {"event_type": "secret.read", "actor": "a", "action": "r", "outcome": "success"}, sender="turing"
     )
     assert reply.error is not None and reply.error.code == "audit_unavailable" and reply.error.retryable
 
@@ -79,7 +87,7 @@ async def test_record_fails_closed_when_the_database_is_locked(harness: Harness)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
         reply = await harness.call(
-            "record", {"event_type": "secret.read", "actor": "a", "action": "r", "outcome": "success"}
+            "record", {"event_type": "secret.read", "actor": "a", "action": "r", "outcome": "success"}, sender="turing"
         )
         assert reply.error is not None and reply.error.code == "audit_unavailable"
         assert "locked" in reply.error.message
@@ -87,13 +95,13 @@ async def test_record_fails_closed_when_the_database_is_locked(harness: Harness)
         blocker.execute("ROLLBACK")
         blocker.close()
     ok = await harness.result(
-        "record", {"event_type": "secret.read", "actor": "a", "action": "r", "outcome": "success"}
+        "record", {"event_type": "secret.read", "actor": "a", "action": "r", "outcome": "success"}, sender="turing"
     )
     assert isinstance(ok, dict) and ok["seq"] >= 1
 
 
 async def test_consumer_writes_tool_llm_and_validation_records(harness: Harness) -> None:
-    await harness.result("verify", sender="user.alice")
+    await harness.result("verify", sender="user.alice", principal=PERSON)
     await harness.publish(
         LLM_CALL,
         {
@@ -121,7 +129,8 @@ async def test_consumer_writes_tool_llm_and_validation_records(harness: Harness)
     by_type = {r.event_type: r for r in await records(harness)}
     assert set(by_type) == {"tool.call", "llm.call", "validation.failure"}, "presence heartbeats are not stored"
     call = by_type["tool.call"]
-    assert (call.actor, call.action, call.outcome) == ("user.alice", "mcnamara.verify", "success")
+    assert (call.actor, call.action, call.outcome) == ("user:alice", "mcnamara.verify", "success")
+    assert call.details["caller"] == "user.alice" and call.details["principal"] == "user:alice"
     llm = by_type["llm.call"]
     assert (llm.actor, llm.action) == ("hopper", "local/tiny")
     assert (llm.details["input_tokens"], llm.details["output_tokens"], llm.details["cost_usd"]) == (12, 34, 0.0021)

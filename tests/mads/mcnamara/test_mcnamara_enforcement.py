@@ -6,13 +6,22 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from bus.envelope import CommandPart, Envelope, Kind, deadline_in
+from bus.envelope import SYSTEM, CommandPart, Envelope, Kind, deadline_in
 from bus.ids import new_id
-from bus.topics import AUTH, SANDBOX_LIMIT, URL_REFUSED, VALIDATION_FAILURE, AuthEvent, ValidationFailure
+from bus.topics import (
+    AUTH,
+    MAD_FAULT,
+    SANDBOX_LIMIT,
+    URL_REFUSED,
+    VALIDATION_FAILURE,
+    AuthEvent,
+    MadFault,
+    ValidationFailure,
+)
 from mads.core.base import MAD, MadContext, RemoteError
 from mads.core.quarantine import QuarantineGate
 from mads.core.tools import tool
-from tests.mads.mcnamara.conftest import OPERATOR, Harness
+from tests.mads.mcnamara.conftest import OPERATOR, PERSON, Harness
 
 IP = "203.0.113.7"
 
@@ -76,8 +85,10 @@ async def test_unblock_is_for_operators_and_announced(harness: Harness) -> None:
     for _ in range(5):
         await harness.publish(AUTH, auth_failure(), sender="gateway")
     await harness.security.wait_for(lambda v: len(v) == 1)
-    refused = await harness.call("unblock_ip", {"ip": IP}, sender="hopper")
-    assert refused.error is not None and refused.error.code == "forbidden"
+    refused = await harness.call("unblock_ip", {"ip": IP}, sender="hopper", principal=PERSON)
+    assert refused.error is not None and refused.error.code == "forbidden", "a MAD working for a plain user"
+    refused = await harness.call("unblock_ip", {"ip": IP}, sender="hopper", principal=SYSTEM)
+    assert refused.error is not None and refused.error.code == "forbidden", "no MAD is an operator by itself"
     assert await harness.result("unblock_ip", {"ip": IP}) == {"target": IP, "changed": True}
     await harness.security.wait_for(lambda v: len(v) == 2)
     assert harness.security.values[1]["action"] == "unblock_ip"
@@ -126,16 +137,45 @@ async def test_secret_denial_burst_alerts_once_then_counts(harness: Harness) -> 
     await harness.alerts.wait_for(lambda v: len(v) == 2)
 
 
-async def test_validation_failures_quarantine_a_mad_until_released(harness: Harness) -> None:
+async def test_invalid_llm_output_raises_an_alert_about_the_conversation_and_quarantines_nobody(
+    harness: Harness,
+) -> None:
+    """What an LLM says cannot take a MAD away from everyone else: it counts against its conversation."""
+    ctx = MadContext(bus=harness.bus, data_dir=harness.data_dir)
+    echo, probe = Echo(ctx), Probe(ctx, instance=new_id())
+    await echo.start()
+    await probe.start()
+    try:
+        failure = ValidationFailure(mad="probe", problem="bad_json", detail="not JSON", conversation_id="c-bad")
+        for _ in range(5):
+            await probe.emit(VALIDATION_FAILURE, failure.model_dump(mode="json"), conversation_id="c-bad")
+        await harness.fence()
+        (alert,) = await harness.result("alerts")  # type: ignore[misc]
+        assert (alert["rule"], alert["severity"], alert["subject"]) == (
+            "validation_failures",
+            "warning",
+            "conversation c-bad",
+        )
+        assert await harness.result("quarantined") == []
+        assert harness.security.values == []
+        assert await probe.call("echo", "ping") == "pong"
+    finally:
+        await probe.stop()
+        await echo.stop()
+
+
+async def test_a_mad_whose_own_code_keeps_failing_is_quarantined_until_an_operator_releases_it(
+    harness: Harness,
+) -> None:
     ctx = MadContext(bus=harness.bus, data_dir=harness.data_dir)
     echo, probe = Echo(ctx), Probe(ctx, instance=new_id())
     await echo.start()
     await probe.start()
     try:
         assert await probe.call("echo", "ping") == "pong"
-        failure = ValidationFailure(mad="probe", problem="bad_json", detail="not JSON").model_dump(mode="json")
         for _ in range(5):
-            await probe.emit(VALIDATION_FAILURE, failure)
+            fault = MadFault(mad="probe", error_type="ZeroDivisionError", envelope_id=new_id())
+            await probe.emit(MAD_FAULT, fault.model_dump(mode="json"))
         (action,) = await harness.security.wait_for(lambda v: len(v) >= 1)
         assert action == {"action": "quarantine", "ip": None, "mad": "probe", "until": None, "reason": action["reason"]}
 
@@ -152,8 +192,10 @@ async def test_validation_failures_quarantine_a_mad_until_released(harness: Harn
         assert await harness.bus.request(_ping_from("user.alice")) is not None
         assert [q["mad"] for q in await harness.result("quarantined")] == ["probe"]  # type: ignore[index,union-attr]
         (alert,) = await harness.result("alerts")  # type: ignore[misc]
-        assert (alert["rule"], alert["severity"]) == ("validation_failures", "critical")
+        assert (alert["rule"], alert["severity"]) == ("mad_faults", "critical")
 
+        refused = await harness.call("release", {"mad": "probe"}, sender="user.alice", principal=PERSON)
+        assert refused.error is not None and refused.error.code == "forbidden", "a plain user cannot release"
         assert await harness.result("release", {"mad": "probe"}, sender=OPERATOR) == {
             "target": "probe",
             "changed": True,
@@ -176,10 +218,13 @@ def _ping_from(sender: str) -> Envelope:
     )
 
 
+def fault(mad: str = "probe") -> dict[str, object]:
+    return MadFault(mad=mad, error_type="RuntimeError", envelope_id=new_id()).model_dump(mode="json")
+
+
 async def test_quarantine_survives_restart(harness: Harness) -> None:
-    failure = ValidationFailure(mad="probe", problem="unknown_tool", detail="no such tool").model_dump(mode="json")
     for _ in range(5):
-        await harness.publish(VALIDATION_FAILURE, failure, sender="probe.01JAAAAAAAAAAAAAAAAAAAAAAA")
+        await harness.publish(MAD_FAULT, fault(), sender="probe.01JAAAAAAAAAAAAAAAAAAAAAAA")
     await harness.security.wait_for(lambda v: len(v) == 1)
     await harness.stop()
     await harness.start()
@@ -190,12 +235,9 @@ async def test_quarantine_survives_restart(harness: Harness) -> None:
 
 
 async def test_exempt_senders_are_never_quarantined(harness: Harness) -> None:
-    failure = ValidationFailure(mad="grace", source="gateway", problem="invalid_message", detail="bad").model_dump(
-        mode="json"
-    )
     for sender in ("gateway", "mcnamara", "user.alice"):
         for _ in range(6):
-            await harness.publish(VALIDATION_FAILURE, failure, sender=sender)
+            await harness.publish(MAD_FAULT, fault(sender.split(".")[0]), sender=sender)
     await harness.fence()
     assert await harness.result("quarantined") == []
     assert harness.security.values == []
@@ -228,7 +270,7 @@ async def test_alerts_and_cooldowns_survive_restart_and_acknowledge(harness: Har
     assert len(harness.alerts.values) == 1, "the cooldown was restored from the stored alert"
     assert (await harness.result("alerts"))[0]["count"] == 4  # type: ignore[index]
 
-    refused = await harness.call("acknowledge", {"id": alert["id"]}, sender="hopper")
+    refused = await harness.call("acknowledge", {"id": alert["id"]}, sender="hopper", principal=PERSON)
     assert refused.error is not None and refused.error.code == "forbidden"
     acked = await harness.result("acknowledge", {"id": alert["id"]})
     assert acked["acknowledged"] is True  # type: ignore[index]
@@ -239,9 +281,8 @@ async def test_alerts_and_cooldowns_survive_restart_and_acknowledge(harness: Har
 
 
 async def test_a_following_gate_learns_quarantine_from_announcements(harness: Harness) -> None:
-    failure = ValidationFailure(mad="probe", problem="bad_json", detail="x").model_dump(mode="json")
     for _ in range(5):
-        await harness.publish(VALIDATION_FAILURE, failure, sender="probe")
+        await harness.publish(MAD_FAULT, fault(), sender="probe")
     await harness.security.wait_for(lambda v: len(v) == 1)
     late = QuarantineGate()
     await late.follow(harness.bus)

@@ -22,8 +22,18 @@ def auth(ip: str = "198.51.100.9", outcome: str = "failure") -> AuditEvent:
     return AuditEvent(event_type="auth.login", actor="anonymous", action="login", outcome=outcome, details={"ip": ip})
 
 
-def failure(actor: str) -> AuditEvent:
-    return AuditEvent(event_type="validation.failure", actor=actor, action="bad_json", outcome="failure")
+def failure(actor: str, conversation: str = "c1") -> AuditEvent:
+    return AuditEvent(
+        event_type="validation.failure",
+        actor=actor,
+        action="bad_json",
+        outcome="failure",
+        details={"conversation_id": conversation, "principal": "user:alice"},
+    )
+
+
+def fault(actor: str) -> AuditEvent:
+    return AuditEvent(event_type="mad.fault", actor=actor, action="RuntimeError", outcome="failure")
 
 
 def test_auth_burst_blocks_at_threshold_then_repeats_within_cooldown() -> None:
@@ -66,13 +76,22 @@ def test_denied_counts_success_does_not() -> None:
     assert engine.classify(no_ip) is None
 
 
-def test_validation_failures_count_per_mad_and_exempt_senders() -> None:
+def test_invalid_llm_output_counts_per_conversation_and_only_alerts() -> None:
     engine = RulesEngine(RulesConfig(validation_failures=Threshold(count=2, window_s=60, cooldown_s=60)))
     assert engine.observe(failure("hopper.01JABC"), at(0)) is None
-    verdict = engine.observe(failure("hopper.01JXYZ"), at(1))
+    assert engine.observe(failure("grace", conversation="c2"), at(1)) is None, "another conversation counts apart"
+    verdict = engine.observe(failure("grace"), at(2))
+    assert verdict is not None
+    assert (verdict.rule, verdict.subject, verdict.action) == ("validation_failures", "conversation c1", "alert")
+
+
+def test_mad_faults_count_per_mad_quarantine_and_exempt_senders() -> None:
+    engine = RulesEngine(RulesConfig(mad_faults=Threshold(count=2, window_s=60, cooldown_s=60)))
+    assert engine.observe(fault("hopper.01JABC"), at(0)) is None
+    verdict = engine.observe(fault("hopper.01JXYZ"), at(1))
     assert verdict is not None and (verdict.subject, verdict.action) == ("hopper", "quarantine")
     for exempt in ("mcnamara", "mcnamara.01JX", "gateway", "user.alice", "bus"):
-        assert engine.classify(failure(exempt)) is None, exempt
+        assert engine.classify(fault(exempt)) is None, exempt
     assert mad_name("hopper.01J.x") == "hopper"
 
 
@@ -88,16 +107,16 @@ def test_secret_denials_and_sandbox_violations_alert() -> None:
 
 
 def test_forget_restarts_counting_and_note_fired_restores_cooldown() -> None:
-    engine = RulesEngine(RulesConfig(validation_failures=Threshold(count=1, window_s=60, cooldown_s=600)))
-    assert engine.observe(failure("hopper"), at(0)) is not None
-    repeat = engine.observe(failure("hopper"), at(1))
+    engine = RulesEngine(RulesConfig(mad_faults=Threshold(count=1, window_s=60, cooldown_s=600)))
+    assert engine.observe(fault("hopper"), at(0)) is not None
+    repeat = engine.observe(fault("hopper"), at(1))
     assert repeat is not None and repeat.repeat
-    engine.forget("validation_failures", "hopper")
-    fresh = engine.observe(failure("hopper"), at(2))
+    engine.forget("mad_faults", "hopper")
+    fresh = engine.observe(fault("hopper"), at(2))
     assert fresh is not None and not fresh.repeat
     other = RulesEngine(engine.config)
-    other.note_fired("validation_failures", "hopper", at(0))
-    restored = other.observe(failure("hopper"), at(10))
+    other.note_fired("mad_faults", "hopper", at(0))
+    restored = other.observe(fault("hopper"), at(10))
     assert restored is not None and restored.repeat
 
 

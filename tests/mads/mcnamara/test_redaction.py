@@ -71,7 +71,12 @@ async def test_consumer_redacts_before_it_truncates(harness: Harness, redactor: 
     await harness.fence()
     records = {r.event_type: r for r in await harness.m.trail.tail(10)}
     validation, config = records["validation.failure"], records["config.change"]
-    assert validation.details == {"truncated": True, "preview": validation.details["preview"]}
+    assert validation.details == {
+        "truncated": True,
+        "preview": validation.details["preview"],
+        "principal": "system",
+        "chain": [],
+    }
     assert SECRET[:6] not in str(validation.details) and SECRET[:6] not in str(config.details)
     assert config.actor == f"user.{REDACTED}"
     await harness.stop()

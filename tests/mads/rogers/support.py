@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from bus.base import Bus
-from bus.envelope import CommandPart, DataPart, Envelope, Kind, ProsePart, deadline_in
+from bus.envelope import SYSTEM, CommandPart, DataPart, Envelope, Kind, Principal, ProsePart, deadline_in
 from mads.core.base import MAD, ToolFailure
 from mads.core.tools import tool
 
@@ -23,6 +23,7 @@ async def request(
     *,
     conversation_id: str | None = None,
     sender: str = "user.tester",
+    principal: Principal = SYSTEM,
 ) -> Envelope:
     envelope = Envelope(
         sender=sender,
@@ -30,6 +31,7 @@ async def request(
         kind=Kind.REQUEST,
         conversation_id=conversation_id,
         deadline=deadline_in(WAIT),
+        principal=principal,
         content=[CommandPart(tool=tool_name, arguments=arguments or {})],
     )
     return await bus.request(envelope)

@@ -12,7 +12,7 @@ from bus.memory import InMemoryBus
 from mads.core.base import MadContext
 from mads.core.sqlite import Migration, MigrationScriptError, split_statements
 from mads.rogers import Rogers
-from mads.rogers.migrations import MIGRATIONS, MigrationError, migrate
+from mads.rogers.migrations import LATEST_VERSION, MIGRATIONS, MigrationError, migrate
 from mads.rogers.store import timestamp
 from tests.mads.rogers.support import call, note
 
@@ -59,7 +59,7 @@ async def test_version_1_database_is_upgraded_without_losing_data(tmp_path: Path
         rogers = Rogers(MadContext(bus=bus, data_dir=tmp_path))
         await rogers.start()
         try:
-            assert (await call(bus, "stats"))["schema_version"] == 2
+            assert (await call(bus, "stats"))["schema_version"] == LATEST_VERSION
             history = await call(bus, "history", {"conversation_id": "old-conversation"})
             assert [m["id"] for m in history["messages"]] == [old.id]
             conversation = await call(bus, "get_conversation", {"conversation_id": "old-conversation"})
@@ -71,7 +71,7 @@ async def test_version_1_database_is_upgraded_without_losing_data(tmp_path: Path
             assert len((await call(bus, "search", {"query": "elephant"}))["hits"]) == 2
         finally:
             await rogers.stop()
-    assert [v[:2] for v in await versions(path)] == [(1, "conversations"), (2, "search")]
+    assert [v[:2] for v in await versions(path)] == [(m.version, m.name) for m in MIGRATIONS]
 
 
 async def test_restart_applies_nothing_twice(tmp_path: Path) -> None:
@@ -95,22 +95,26 @@ async def test_restart_applies_nothing_twice(tmp_path: Path) -> None:
 
 
 async def test_a_failing_migration_leaves_the_previous_version_whole(tmp_path: Path) -> None:
-    broken = Migration(3, "broken", "CREATE TABLE half_done (a INTEGER);\nSELECT * FROM no_such_table;\n")
+    broken = Migration(
+        LATEST_VERSION + 1, "broken", "CREATE TABLE half_done (a INTEGER);\nSELECT * FROM no_such_table;\n"
+    )
     async with aiosqlite.connect(tmp_path / "x.db", isolation_level=None) as db:
-        assert await migrate(db) == 2
-        with pytest.raises(MigrationError, match="migration 3 \\(broken\\) failed"):
+        assert await migrate(db) == LATEST_VERSION
+        with pytest.raises(MigrationError, match=rf"migration {LATEST_VERSION + 1} \(broken\) failed"):
             await migrate(db, [*MIGRATIONS, broken])
         async with db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'") as cur:
             assert await cur.fetchone() is None
         async with db.execute("SELECT max(version) FROM schema_migrations") as cur:
-            assert (await cur.fetchone())[0] == 2
+            assert (await cur.fetchone())[0] == LATEST_VERSION
 
 
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     async with aiosqlite.connect(tmp_path / "x.db", isolation_level=None) as db:
         await migrate(db)
         await db.execute("INSERT INTO schema_migrations VALUES (99, 'future', '2100-01-01T00:00:00.000Z')")
-        with pytest.raises(MigrationError, match=r"rogers schema version 99 is newer than this code supports \(2\)"):
+        with pytest.raises(
+            MigrationError, match=rf"rogers schema version 99 is newer than this code supports \({LATEST_VERSION}\)"
+        ):
             await migrate(db)
 
 

@@ -18,7 +18,17 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from bus.envelope import SECRET_MEDIA_TYPE, CommandPart, DataPart, Envelope, ErrorInfo, Kind, deadline_in
+from bus.envelope import (
+    SECRET_MEDIA_TYPE,
+    SYSTEM,
+    CommandPart,
+    DataPart,
+    Envelope,
+    ErrorInfo,
+    Kind,
+    Principal,
+    deadline_in,
+)
 from bus.memory import InMemoryBus
 from mads.core.audit_trail import AuditEvent, AuditRecord, AuditTrail, AuditWriteError
 from mads.core.base import MAD, MadContext, ToolFailure
@@ -31,7 +41,10 @@ ALL_CAPS = ["read", "write", "list", "delete"]
 POLICY: list[dict[str, Any]] = [
     {"principal": "fiedler", "paths": ["providers/**"], "capabilities": ["read"]},
     {"principal": "keeper", "paths": ["**"], "capabilities": ALL_CAPS},
+    {"principal": "operator:*", "paths": ["**"], "capabilities": ALL_CAPS},
 ]
+ADMIN = Principal(kind="operator", name="root")
+"""An operator: Turing's administration (rotate, destroy) runs only for one."""
 
 
 class Recorder(MAD):
@@ -119,13 +132,17 @@ async def turing(bus: InMemoryBus, tmp_path: Path, recorder: Recorder) -> AsyncI
     await t.stop()
 
 
-async def ask(bus: InMemoryBus, sender: str, tool_name: str, **arguments: JsonValue) -> Envelope:
+async def ask(
+    bus: InMemoryBus, sender: str, tool_name: str, *, principal: Principal = SYSTEM, **arguments: JsonValue
+) -> Envelope:
+    """A command to Turing from ``sender`` (a MAD) serving ``principal`` (the system unless said)."""
     return await bus.request(
         Envelope(
             sender=sender,
             recipient="turing",
             kind=Kind.REQUEST,
             deadline=deadline_in(10),
+            principal=principal,
             content=[CommandPart(tool=tool_name, arguments=arguments)],
         )
     )
@@ -176,7 +193,9 @@ async def test_secret_lifecycle_over_the_bus(bus: InMemoryBus, turing: Turing, t
     assert "deleted" in failed(await ask(bus, "keeper", "get", path="providers/openai"), "not_found").message
     assert ok(await ask(bus, "keeper", "undelete", path="providers/openai", versions=[3]))["changed"] == [3]
     assert ok(await ask(bus, "keeper", "get", path="providers/openai"))["value"] == third
-    assert ok(await ask(bus, "keeper", "destroy", path="providers/openai", versions=[1]))["changed"] == [1]
+    assert ok(await ask(bus, "keeper", "destroy", principal=ADMIN, path="providers/openai", versions=[1]))[
+        "changed"
+    ] == [1]
     assert (
         "destroyed" in failed(await ask(bus, "keeper", "get", path="providers/openai", version=1), "not_found").message
     )
@@ -196,8 +215,10 @@ async def test_secret_lifecycle_over_the_bus(bus: InMemoryBus, turing: Turing, t
     ]
     assert ("secret.write", "put", "failure") in kinds
     assert ("secret.destroy", "destroy", "success") in kinds
-    assert all(r.actor == "keeper" for r in trail_records)
-    assert trail_records[3].details == {"path": "providers/openai", "version": 2}
+    # the actor is the person a request served when there is one (the operator's destroy), else the MAD
+    assert {r.actor for r in trail_records} == {"keeper", "operator:root"}
+    assert [r.action for r in trail_records if r.actor == "operator:root"] == ["destroy"]
+    assert trail_records[3].details == {"path": "providers/openai", "version": 2, "chain": ["keeper"]}
     audit_bytes = b"".join(p.read_bytes() for p in trail.db_path.parent.iterdir())
     for value in (first, second, third):
         assert value.encode() not in audit_bytes
@@ -223,7 +244,7 @@ async def test_access_is_decided_by_the_caller(bus: InMemoryBus, turing: Turing,
     denied = failed(await ask(bus, "fiedler", "get", path="internal/signing"), "access_denied")
     assert "'read'" in denied.message and "'internal/signing'" in denied.message
     assert signing not in denied.message
-    failed(await ask(bus, "fiedler", "rotate"), "access_denied")
+    failed(await ask(bus, "fiedler", "rotate"), "forbidden")  # an operator action, and no MAD is an operator
     failed(await ask(bus, "hopper", "get", path="providers/openai"), "access_denied")
     # 'operator' is the CLI's principal; a bus message claiming it is refused
     failed(await ask(bus, "operator", "get", path="providers/openai"), "access_denied")
@@ -231,11 +252,10 @@ async def test_access_is_decided_by_the_caller(bus: InMemoryBus, turing: Turing,
 
     denials = [r for r in await records(trail) if r.event_type == "secret.denied"]
     assert [(r.actor, r.action, r.outcome.value, r.details) for r in denials] == [
-        ("fiedler", "put", "denied", {"path": "providers/openai", "capability": "write"}),
-        ("fiedler", "get", "denied", {"path": "internal/signing", "capability": "read"}),
-        ("fiedler", "rotate", "denied", {"path": "sys/rotate", "capability": "write"}),
-        ("hopper", "get", "denied", {"path": "providers/openai", "capability": "read"}),
-        ("operator", "get", "denied", {"path": "providers/openai", "capability": "read"}),
+        ("fiedler", "put", "denied", {"path": "providers/openai", "capability": "write", "chain": ["fiedler"]}),
+        ("fiedler", "get", "denied", {"path": "internal/signing", "capability": "read", "chain": ["fiedler"]}),
+        ("hopper", "get", "denied", {"path": "providers/openai", "capability": "read", "chain": ["hopper"]}),
+        ("operator", "get", "denied", {"path": "providers/openai", "capability": "read", "chain": ["operator"]}),
     ]
 
 
@@ -273,7 +293,7 @@ async def test_sealed_without_passphrase_refuses_everything(
             ("rotate", {}),
         ]
         for name, arguments in calls:
-            error = failed(await ask(bus, "keeper", name, **arguments), "sealed")
+            error = failed(await ask(bus, "keeper", name, principal=ADMIN, **arguments), "sealed")
             assert f"'{name}'" in error.message and "TURING_TEST_PASSPHRASE" in error.message
     finally:
         await turing.stop()
@@ -318,7 +338,7 @@ async def test_rotate_keeps_old_versions_readable(bus: InMemoryBus, turing: Turi
     old, new = unique_secret(), unique_secret()
     ok(await ask(bus, "keeper", "put", path="providers/anthropic", value=old))
     assert ok(await ask(bus, "keeper", "status"))["key_term"] == 1
-    assert ok(await ask(bus, "keeper", "rotate")) == {"key_term": 2}
+    assert ok(await ask(bus, "keeper", "rotate", principal=ADMIN)) == {"key_term": 2}
     ok(await ask(bus, "keeper", "put", path="providers/anthropic", value=new))
     assert ok(await ask(bus, "keeper", "status"))["key_term"] == 2
     assert ok(await ask(bus, "keeper", "get", path="providers/anthropic", version=1))["value"] == old

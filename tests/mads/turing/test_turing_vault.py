@@ -19,6 +19,7 @@ from mads.turing.barrier import (
 )
 from mads.turing.policy import AccessDenied, Policy
 from mads.turing.store import (
+    SCHEMA_VERSION,
     CASMismatchError,
     SecretDeletedError,
     SecretDestroyedError,
@@ -33,7 +34,7 @@ from .conftest import FAST_KDF, OPEN_POLICY, PASSPHRASE, db_files_bytes
 async def test_fresh_vault_is_uninitialized_and_sealed(db_path: Path) -> None:
     async with Vault(db_path, policy=OPEN_POLICY, kdf=FAST_KDF) as v:
         st = v.status()
-        assert (st.initialized, st.sealed, st.key_term, st.schema_version) == (False, True, None, 1)
+        assert (st.initialized, st.sealed, st.key_term, st.schema_version) == (False, True, None, SCHEMA_VERSION)
         with pytest.raises(NotInitializedError):
             await v.unseal(passphrase=PASSPHRASE)
         with pytest.raises(SealedError, match="sealed"):
@@ -237,7 +238,7 @@ async def test_closed_vault_refuses(db_path: Path) -> None:
 async def test_schema_migrations_recorded_and_newer_schema_refused(db_path: Path, vault: Vault) -> None:
     await vault.close()
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
         raw.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'future')")
     with pytest.raises(TuringError, match="schema version 99 is newer"):
         await Vault(db_path).open()

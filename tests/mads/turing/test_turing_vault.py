@@ -238,7 +238,9 @@ async def test_closed_vault_refuses(db_path: Path) -> None:
 async def test_schema_migrations_recorded_and_newer_schema_refused(db_path: Path, vault: Vault) -> None:
     await vault.close()
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+        assert raw.execute("SELECT version FROM schema_migrations").fetchall() == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)
+        ]
         raw.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'future')")
     with pytest.raises(TuringError, match="schema version 99 is newer"):
         await Vault(db_path).open()

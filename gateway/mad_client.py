@@ -44,6 +44,10 @@ _STATUS_BY_CODE = {
     "conversation_not_found": 404,
     "invalid_arguments": 422,
     "invalid_message": 422,
+    "forbidden": 403,
+    "access_denied": 403,
+    "budget_exceeded": 429,
+    "cancelled": 409,
 }
 
 
@@ -60,6 +64,15 @@ class MadClient:
         self.bus = bus
         self.drain = drain
         self.reply_timeout = reply_timeout
+        self._turns: dict[tuple[str, str], set[str]] = {}
+        """Turns in flight by (person, conversation): the request ids :meth:`cancel` stops."""
+
+    def cancel(self, conversation_id: str, *, principal: Principal) -> int:
+        """Cancel ``principal``'s turns in flight in the conversation: all work they started stops."""
+        ids = self._turns.get((principal.name, conversation_id), set())
+        for turn in list(ids):
+            self.bus.cancel(turn)
+        return len(ids)
 
     def envelope(
         self,
@@ -147,7 +160,16 @@ class MadClient:
             timeout=self.reply_timeout,
             starts_turn=True,
         )
-        reply = await self.send(sent)
+        key = (principal.name, conversation_id)
+        self._turns.setdefault(key, set()).add(sent.id)
+        try:
+            reply = await self.send(sent)
+        finally:
+            turns = self._turns.get(key)
+            if turns is not None:
+                turns.discard(sent.id)
+                if not turns:
+                    del self._turns[key]
         if reply.error is not None:
             raise upstream_error(GRACE, reply.error)
         await self.call(ROGERS, "sync", {}, principal=principal)

@@ -73,6 +73,13 @@ class ReplyBody(Strict):
     error: ErrorInfo | None = None
 
 
+class CancelResult(Strict):
+    """What ``POST …/cancel`` stopped: the person's turns in that conversation still being worked on."""
+
+    conversation_id: str
+    cancelled: int = Field(ge=0, description="turns whose work was cancelled (0 if none was in flight)")
+
+
 class MessageResult(Strict):
     """The answer to a posted message: Grace's reply and the MADs that took part."""
 

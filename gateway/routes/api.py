@@ -8,7 +8,9 @@ from gateway.mad_client import ROGERS
 from gateway.openapi import build_document
 from gateway.principal import principal_of, user_address
 from gateway.schemas import (
+    CancelResult,
     CreateConversation,
+    EmptyBody,
     HistoryQuery,
     MadInfo,
     PageQuery,
@@ -100,6 +102,17 @@ async def history(request: web.Request) -> web.Response:
     await client.conversation(cid, principal=principal)
     arguments = {"conversation_id": cid, **query.model_dump(exclude_none=True)}
     return web.json_response(await client.call(ROGERS, "history", arguments, principal=principal))
+
+
+@routes.post("/api/conversations/{conversation_id}/cancel")
+async def cancel_turn(request: web.Request) -> web.Response:
+    """Stop the work of the person's messages still being answered in this conversation (their turns)."""
+    cid = conversation_id(request)
+    await read_body(request, EmptyBody)
+    client, principal = state_of(request).client, principal_of(request)
+    await client.conversation(cid, principal=principal)
+    cancelled = client.cancel(cid, principal=principal)
+    return web.json_response(CancelResult(conversation_id=cid, cancelled=cancelled).model_dump(mode="json"))
 
 
 @routes.post("/api/conversations/{conversation_id}/messages")

@@ -42,6 +42,8 @@ MAX_ECHO_ARGUMENTS = 200_000
 """Bounds of a tool call echoed back to Fiedler (its ``chat`` schema), so a monstrous call stays correctable."""
 
 NO_LLM_CODE = "no_llm_configured"
+PASSED_THROUGH = frozenset({"budget_exceeded"})
+"""Fiedler's refusals the Imperator reports with their own code (the gateway answers 429 for them)."""
 
 
 @dataclass
@@ -134,6 +136,9 @@ class Imperator:
             except RemoteError as exc:
                 if exc.error.code == NO_LLM_CODE:
                     return await self._finish(ThoughtOutcome(parts=[ProsePart(text=exc.error.message)]))
+                if exc.error.code in PASSED_THROUGH:
+                    # A budget spent is the person's to see as such, not as a failure of this MAD.
+                    return await self._fail(exc.error.code, exc.error.message, retryable=exc.error.retryable)
                 message = f"the LLM call failed: {exc.error.code}: {exc.error.message}"
                 return await self._fail("imperator_failed", message, retryable=exc.error.retryable)
             except DeadlineExceeded:

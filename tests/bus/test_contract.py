@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from bus.base import Bus, BusClosed, DeadlineExceeded
 from bus.contract import Contract
-from bus.envelope import CommandPart, DataPart, Envelope, Kind, ProsePart, deadline_in
+from bus.envelope import CommandPart, DataPart, Envelope, Kind, Principal, ProsePart, deadline_in
 
 WAIT = 10.0
 
@@ -459,3 +459,24 @@ async def test_batch_wiretap_refuses_a_bad_batch_size(bus: Bus) -> None:
 
 async def _ignore(envelope: Envelope) -> None:
     return None
+
+
+async def test_a_reply_must_answer_its_request_for_the_same_principal(bus: Bus) -> None:
+    """Replies are checked by the bus: from the request's recipient, for the request's principal."""
+    alice = Principal(kind="user", name="alice")
+
+    async def forging(envelope: Envelope) -> Envelope:
+        return envelope.reply(ProsePart(text="as root")).model_copy(
+            update={"principal": Principal(kind="operator", name="root")}
+        )
+
+    async def impersonating(envelope: Envelope) -> Envelope:
+        return envelope.reply(ProsePart(text="it is I, turing"), sender="turing")
+
+    await bus.subscribe("forging", forging)
+    await bus.subscribe("impersonating", impersonating)
+    for target in ("forging", "impersonating"):
+        envelope = req(target).model_copy(update={"principal": alice})
+        reply = await bus.request(envelope, timeout=WAIT)
+        assert reply.error is not None and reply.error.code == "forged_reply", target
+        assert reply.principal == alice

@@ -43,6 +43,7 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 CLI_TIMEOUT = 120.0
 SECRET_PATH = "providers/scripted"
+LATE_PATH = "people/late"
 USER = "canary-tester"
 URL_LINE = re.compile(r"running at (?P<url>http://127\.0\.0\.1:\d+/)")
 NOT_SCANNED = ("turing/vault.db", "turing/root.key")
@@ -195,6 +196,8 @@ async def ecosystem_process(
 
 async def test_a_canary_secret_in_use_never_leaks(tmp_path: Path) -> None:
     canary = f"sk-canary-{uuid.uuid4().hex}"
+    late = f"sk-late-{uuid.uuid4().hex}"
+    """Stored with the CLI while the ecosystem runs: redacted from that moment on (issue 8 §8)."""
     data_dir, stderr_log = tmp_path / "data", tmp_path / "ecosystem.stderr"
     cli_output = bytearray()
     for out, err in (
@@ -211,6 +214,7 @@ async def test_a_canary_secret_in_use_never_leaks(tmp_path: Path) -> None:
             Reply(text="There is one conversation."),
             Reply(text="I will not keep keys; please rotate it."),
             Reply(text=f"Sure, the key is {canary} as you said."),
+            Reply(text=f"Noted: the new one is {late}."),
         )
         config = write_config(tmp_path / "ecosystem.toml", llm.base_url)
         async with (
@@ -225,10 +229,23 @@ async def test_a_canary_secret_in_use_never_leaks(tmp_path: Path) -> None:
             await user.say(cid, f'/rogers get_conversation {{"conversation_id": "{canary}"}}')
             denied = await user.say(cid, f'/turing get {{"path": "{SECRET_PATH}"}}')
             await user.say(cid, '/rogers search {"query": "key"}')
+            # A secret written by the CLI while the ecosystem runs: `secrets set` returns once the
+            # running process has confirmed it redacts the value, and from then on it never leaks.
+            out, err = await cli(
+                "secrets", "set", LATE_PATH, "--value-stdin", "--data-dir", str(data_dir), stdin=late + "\n"
+            )
+            cli_output += out + err
+            assert b"redacts it from now on" in out, out + err
+            await user.say(cid, f"Here is a new key: {late}")
+            await user.say(cid, f'/rogers get_conversation {{"conversation_id": "{late}"}}')
+            await user.say(cid, f'/rogers search {{"query": "{late}"}}')
             history = await user.send("GET", f"api/conversations/{cid}/messages", limit="200")
             await user.send("GET", "api/conversations")
             await user.send("GET", f"api/conversations/{cid}")
-            live = scan_data_dir(data_dir, canary)
+            live = {
+                **scan_data_dir(data_dir, canary),
+                **{f"{k} [late]": v for k, v in scan_data_dir(data_dir, late).items()},
+            }
             assert any(name.endswith("-wal") for name in live), "the live scan saw the WAL files"
             live_scan = {f"{k} (while running)": v for k, v in live.items() if v}
             process.send_signal(signal.SIGTERM)
@@ -236,9 +253,12 @@ async def test_a_canary_secret_in_use_never_leaks(tmp_path: Path) -> None:
         llm.assert_script_consumed()
 
     # The canary was in use: every LLM call authenticated with it, and it never reached a prompt.
-    assert len(llm.requests) == 5
+    assert len(llm.requests) == 6
     assert {r.headers["authorization"] for r in llm.requests} == {f"Bearer {canary}"}
-    assert all(canary not in json.dumps(r.messages) for r in llm.requests)
+    assert all(canary not in json.dumps(r.messages) and late not in json.dumps(r.messages) for r in llm.requests)
+    assert "[REDACTED]" in json.dumps(llm.requests[5].messages), (
+        "the key stored after start reached the prompt redacted"
+    )
     assert "[REDACTED]" in json.dumps(llm.requests[3].messages), "the pasted key reached the prompt redacted"
     assert "access_denied" in json.dumps(denied) or "denied" in json.dumps(denied).lower(), denied
     assert len(history["messages"]) >= 10
@@ -247,14 +267,16 @@ async def test_a_canary_secret_in_use_never_leaks(tmp_path: Path) -> None:
     after_stop = scan_data_dir(data_dir, canary)
     assert len(after_stop) >= 6, "the scan saw every database"
     found.update({f"{k} (after stop)": v for k, v in after_stop.items() if v})
+    found.update({f"{k} (late, after stop)": v for k, v in scan_data_dir(data_dir, late).items() if v})
     for name, blob in (
         ("stdout", bytes(stdout)),
         ("stderr", stderr_log.read_bytes()),
         ("cli output", bytes(cli_output)),
         *((f"HTTP response {i}", r) for i, r in enumerate(user.responses)),
     ):
-        if hits := leaks(blob, canary):
-            found[name] = hits
+        for secret in (canary, late):
+            if hits := leaks(blob, secret):
+                found[f"{name} ({'late' if secret == late else 'canary'})"] = hits
     assert found == {}, "the canary leaked:\n" + "\n".join(f"{k}: {v}" for k, v in found.items())
 
     async with AuditTrail(data_dir / "mcnamara" / "audit.db") as trail:

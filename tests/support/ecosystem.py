@@ -123,6 +123,14 @@ class Running:
         assert status == 200, body
         return body["messages"]
 
+    @contextlib.asynccontextmanager
+    async def signed_in_as(self, name: str, role: str = "user") -> AsyncIterator[Running]:
+        """Another person on the same ecosystem: a real token for ``name`` (``user`` or ``operator``)."""
+        issued = await self.gateway.issue_token(name, "operator" if role == "operator" else "user")
+        headers = {"Authorization": f"Bearer {issued.token}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            yield Running(ecosystem=self.ecosystem, url=self.url, http=http, token=issued.token, principal=name)
+
     def socket(self, conversation_id: str, **kwargs: Any) -> Any:
         kwargs.setdefault("origin", self.origin)
         return self.http.ws_connect(self.at(f"/api/conversations/{conversation_id}/stream"), **kwargs)

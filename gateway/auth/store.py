@@ -18,6 +18,7 @@ from typing import Literal
 import aiosqlite
 from pydantic import BaseModel, ConfigDict
 
+from bus.envelope import SYSTEM_NAME
 from gateway.auth.tokens import load_pepper, new_token, token_hash, well_formed
 from mads.core.sqlite import Migration, migrate, open_db
 
@@ -150,6 +151,8 @@ class AuthStore:
         """A new token for ``name`` (the principal is created on first use; its role must then match)."""
         if not NAME_PATTERN.fullmatch(name):
             raise AuthStoreError("name: must be 1-64 letters, digits, '_' or '-'")
+        if name == SYSTEM_NAME:
+            raise AuthStoreError(f"name: {SYSTEM_NAME!r} is reserved for the ecosystem's own work")
         if expires_days is not None and not 1 <= expires_days <= 3650:
             raise AuthStoreError("expires_days: must be between 1 and 3650")
         now = self.clock()

@@ -23,7 +23,7 @@ def book(*limits: BudgetLimit, turn_llm_calls: int = 24) -> BudgetBook:
 async def test_reservations_count_before_the_calls_settle() -> None:
     budgets = book(BudgetLimit(name="three", scope="principal", match="user:*", max_calls=3))
     held = [await budgets.reserve(ALICE, Amount(calls=1), DAY) for _ in range(3)]
-    with pytest.raises(BudgetExceeded, match="'three'.*3 of 3 LLM calls"):
+    with pytest.raises(BudgetExceeded, match=r"'three'.*3 of 3 LLM calls"):
         await budgets.reserve(ALICE, Amount(calls=1), DAY)
     other = Subjects(principal="system", conversation=None, mad="hopper", turn=None)
     await budgets.reserve(other, Amount(calls=1), DAY)  # the limit matches people only

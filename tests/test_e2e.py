@@ -29,7 +29,9 @@ from tests.support.llm_server import Reply, ScriptedLLM, ToolCall
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-FRAME_TIMEOUT = 30.0
+FRAME_TIMEOUT = 60.0
+"""The first frame waits for the first LLM call of a fresh process, which loads litellm (tens of seconds on a
+busy 2-core machine); later frames come in milliseconds."""
 URL_LINE = re.compile(r"running at (?P<url>http://127\.0\.0\.1:\d+/)")
 FIRST_RUN = re.compile(
     r"^First run: sign in as admin \(operator\) at (?P<url>http://\S+)/login#token=(?P<token>mad_\S+)$"

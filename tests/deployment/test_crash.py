@@ -109,6 +109,14 @@ async def test_kill_9_with_requests_in_flight_loses_none_and_runs_none_twice(
         assert await group_state(client, stream, "rogers") == {"pending": 0, "lag": 0}
         assert await client.xlen(f"{crash_ns.prefix}:dead") == 0
 
+        # Each request ran exactly once: its tool-call event (published after the reply) reaches Rogers's
+        # store through the wiretap; wait for the tap to catch up rather than racing it to the shutdown.
+        async def every_run_stored() -> dict[bool, int] | None:
+            runs = await stored_tool_runs(db, "create_conversation")
+            return runs if sum(runs.values()) >= REQUESTS else None
+
+        runs = await poll(every_run_stored, WAIT, "Rogers to store every create_conversation tool-call event")
+        assert runs == {True: REQUESTS, False: 0}
         assert await b.terminate() == 0, b.output()
         assert await a.terminate() == 0, a.output()
     await client.aclose()

@@ -68,6 +68,14 @@ class ForgedSender(BusError):
     """An envelope names a sender its publisher may not speak for."""
 
 
+class BusUnavailable(BusError):
+    """The transport's server could not be reached in time (Redis: within ``retry_timeout``)."""
+
+
+class BusBackpressure(BusError):
+    """A queue stayed full for longer than the publisher could wait (Redis: a stream at ``max_len``)."""
+
+
 class DeadlineExceeded(BusError):
     """No reply arrived before the request's deadline."""
 

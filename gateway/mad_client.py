@@ -4,15 +4,16 @@ Everything the API does goes through here, so the rules live in one place: the s
 is ``user.<name>`` and the principal is the authenticated person (name and role), set
 here from the session and nowhere else; a person's message starts a *turn* (its id
 travels with all the work it causes); every request has a deadline; a timeout is 504,
-a MAD that is not running is 503, an unknown conversation is 404 and any other MAD
-failure is 502, always with the MAD's own code, message and ``retryable`` flag.
+a MAD that is not running, a full queue (backpressure) or an unreachable bus is 503, an
+unknown conversation is 404 and any other MAD failure is 502, always with the MAD's own
+code, message and ``retryable`` flag.
 """
 
 from __future__ import annotations
 
 from pydantic import JsonValue
 
-from bus.base import Bus, BusClosed, DeadlineExceeded
+from bus.base import Bus, BusBackpressure, BusClosed, BusUnavailable, DeadlineExceeded
 from bus.envelope import (
     ERROR_MEDIA_TYPE,
     CommandPart,
@@ -110,6 +111,14 @@ class MadClient:
             seconds = (envelope.deadline - envelope.created_at).total_seconds()
             raise ApiError(
                 504, "upstream_timeout", f"{envelope.recipient} did not answer within {seconds:.3g}s", retryable=True
+            ) from None
+        except BusBackpressure:
+            raise ApiError(
+                503, "backpressure", f"{envelope.recipient} has too much queued work; try again shortly", retryable=True
+            ) from None
+        except BusUnavailable:
+            raise ApiError(
+                503, "bus_unavailable", "the message bus cannot be reached; try again shortly", retryable=True
             ) from None
         except BusClosed:
             raise ApiError(

@@ -24,10 +24,12 @@ class Backoff:
         self.delay = 0.0
         self.failures = 0
 
-    async def wait(self) -> None:
+    async def wait(self, limit: float | None = None) -> None:
+        """Pause before the next try; never longer than ``limit`` seconds (what is left of a deadline)."""
         self.failures += 1
         self.delay = min(self.cap, max(FIRST_DELAY, self.delay * 2))
-        await asyncio.sleep(self.delay * random.uniform(0.5, 1.0))
+        pause = self.delay * random.uniform(0.5, 1.0)
+        await asyncio.sleep(pause if limit is None else max(0.0, min(pause, limit)))
 
     def reset(self) -> bool:
         """Forget past failures; ``True`` if there were any (the caller just reconnected)."""

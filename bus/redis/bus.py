@@ -32,9 +32,11 @@ from bus.base import (
     DEFAULT_TIMEOUT,
     BatchObserver,
     Bus,
+    BusBackpressure,
     BusClosed,
     BusError,
     BusStats,
+    BusUnavailable,
     Counters,
     DeadlineExceeded,
     DeliveryRules,
@@ -48,7 +50,7 @@ from bus.base import (
     verbatim,
 )
 from bus.contract import Contract
-from bus.envelope import Envelope, Kind
+from bus.envelope import Envelope, ErrorInfo, Kind
 from bus.redis import lua
 from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
 from bus.redis.cancellation import CancelChannel
@@ -62,14 +64,6 @@ from bus.redis.tap import RedisTap
 log = logging.getLogger(__name__)
 
 
-class BusUnavailable(BusError):
-    """Redis could not be reached within ``retry_timeout``."""
-
-
-class BusBackpressure(BusError):
-    """A stream stayed at ``max_len`` unacknowledged entries for longer than the publisher could wait."""
-
-
 class TransportStats(BaseModel):
     """Redis-only counters, next to the shared :class:`BusStats`."""
 
@@ -78,6 +72,9 @@ class TransportStats(BaseModel):
     dead_lettered: int = 0
     reconnects: int = 0
     backpressure_waits: int = 0
+    overdue_waits: int = 0
+    """Reclaim passes that found a dead consumer's entries while every handler slot was busy
+    (those entries then take the next free slots, before new work)."""
 
 
 @dataclass(slots=True)
@@ -87,6 +84,7 @@ class _TransportCounters:
     dead_lettered: int = 0
     reconnects: int = 0
     backpressure_waits: int = 0
+    overdue_waits: int = 0
 
 
 class _Scripts:
@@ -352,6 +350,7 @@ class RedisBus(Bus):
         ack: tuple[str, str, str, str] | None = None,
         patience: float | None = None,
         route: str | None = None,
+        attempt: _Attempt | None = None,
     ) -> None:
         """One atomic step in Redis: route check, backpressure, wiretap copy, write (and ack, for a reply).
 
@@ -380,15 +379,17 @@ class RedisBus(Bus):
                 self.connection_lost()
                 if loop.time() >= give_up:
                     raise BusUnavailable(f"Redis unreachable while publishing {envelope.id}") from exc
-                await backoff.wait()
+                await backoff.wait(give_up - loop.time())
                 continue
             status = result[0].decode()
             if status != "full":
                 break
             self.transport.backpressure_waits += 1
+            if attempt is not None:
+                attempt.full = result[1].decode()
             if loop.time() >= give_up:
-                raise BusBackpressure(f"{result[1].decode()} stayed full ({settings.max_len} unacknowledged entries)")
-            await backoff.wait()
+                raise BusBackpressure(_full_message(result[1].decode(), settings.max_len))
+            await backoff.wait(give_up - loop.time())
         if backoff.reset():
             self.wake_heartbeat()
         self.counters.published += 1
@@ -443,6 +444,22 @@ class RedisBus(Bus):
         self.transport.dead_lettered += 1
         log.warning("dead-lettered %s from %s: %s", entry_id, stream, reason[:200])
 
+    async def answer_dead_lettered(self, request: Envelope, reason: str) -> None:
+        """Tell a dead-lettered request's caller at once (a typed error), rather than let it wait out its deadline."""
+        error = ErrorInfo(
+            code="dead_lettered",
+            message=(
+                f"{request.recipient!r} could not handle this request: {reason}; "
+                "it was moved to the dead letters for an operator to inspect"
+            ),
+            retryable=False,
+        )
+        answer, route = to_requester(request.error_reply(error, sender="bus"), request)
+        try:
+            await self._publish(answer, route=route)
+        except (BusUnavailable, BusBackpressure) as exc:
+            log.warning("could not tell the caller of dead-lettered %s: %s", request.id, exc)
+
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters, newest first."""
         if limit < 1:
@@ -468,12 +485,14 @@ class RedisBus(Bus):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Envelope] = loop.create_future()
         self._pending[envelope.id] = (future, requester)
+        attempt = _Attempt()
         try:
             async with asyncio.timeout(wait):
-                await self._publish(outgoing, patience=wait)
+                await self._publish(outgoing, patience=wait, attempt=attempt)
+                attempt.sent = True
                 return await future
         except TimeoutError:
-            raise DeadlineExceeded(envelope, wait) from None
+            raise attempt.failure(envelope, wait, self.settings.max_len) from None
         except asyncio.CancelledError:
             self.cancel(envelope.id)  # whoever asked stopped waiting: so does the work, in whichever process
             raise
@@ -630,7 +649,27 @@ class RedisBus(Bus):
             dead_lettered=t.dead_lettered,
             reconnects=t.reconnects,
             backpressure_waits=t.backpressure_waits,
+            overdue_waits=t.overdue_waits,
         )
+
+
+def _full_message(stream: str, max_len: int) -> str:
+    return f"{stream} stayed full ({max_len} unacknowledged entries): its consumers are not keeping up"
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """How far one ``request()`` got, so running out of time names the real cause."""
+
+    sent: bool = False
+    full: str | None = None
+    """The last stream found full while publishing (backpressure)."""
+
+    def failure(self, envelope: Envelope, wait: float, max_len: int) -> BusError:
+        """Out of time: a request a full stream kept out was refused (backpressure), not left unanswered."""
+        if not self.sent and self.full is not None:
+            return BusBackpressure(_full_message(self.full, max_len))
+        return DeadlineExceeded(envelope, wait)
 
 
 def _text(value: object) -> str:

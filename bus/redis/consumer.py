@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
 from bus.base import Subscription, SubscriptionSpec, run_handler
-from bus.envelope import Envelope, parse_envelope, validation_error
+from bus.envelope import Envelope, Kind, parse_envelope, validation_error
 from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
 from bus.redis.lua import PRECLAIM_MS, glob_to_lua, publish_args
 from bus.redis.replies import to_requester
@@ -101,6 +101,9 @@ class RedisSubscription(Subscription):
         self._settle_busy = False
         self._settler: asyncio.Task[None] | None = None
         self._slot = asyncio.Event()
+        self._overdue = False
+        """A dead consumer's entries wait for a handler slot: the next free slot reclaims before reading."""
+        self._reclaiming = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = False
         self.cancelled = False
@@ -128,6 +131,9 @@ class RedisSubscription(Subscription):
                 await self._slot.wait()
                 continue
             try:
+                if self._overdue:
+                    await self.reclaim_once()
+                    continue
                 response = await bus.redis.xreadgroup(
                     spec.group, self.uid, {self.stream: ">"}, count=free, block=block_ms
                 )
@@ -291,14 +297,21 @@ class RedisSubscription(Subscription):
                 self.bus.connection_lost()
 
     async def reclaim_once(self) -> None:
-        """Take over entries whose consumer stopped renewing them; dead-letter those delivered too often."""
+        """Take over entries whose consumer stopped renewing them; dead-letter those delivered too often.
+
+        Reclaimed work goes before new work: if every handler slot is busy, the entries found
+        are left where they are (a free member of the group may take them) and this
+        consumer's next free slot reclaims them before it reads anything new.
+        """
+        async with self._reclaiming:
+            await self._reclaim()
+
+    async def _reclaim(self) -> None:
         bus, group = self.bus, self.spec.group
-        free = self.spec.concurrency - len(self.inflight)
-        if free <= 0:
-            return
         idle_ms = int(bus.settings.reclaim_idle * 1000)
         pending = await bus.redis.xpending_range(self.stream, group, min="-", max="+", count=100, idle=idle_ms)
-        retry: list[bytes] = []
+        free = self.spec.concurrency - len(self.inflight)
+        overdue: list[bytes] = []
         dead: dict[bytes, int] = {}
         for item in pending:
             entry_id = item["message_id"]
@@ -306,19 +319,30 @@ class RedisSubscription(Subscription):
                 continue
             if item["times_delivered"] >= bus.settings.max_deliveries:
                 dead[entry_id] = item["times_delivered"]
-            elif len(retry) < free:
-                retry.append(entry_id)
+            else:
+                overdue.append(entry_id)
         if dead:
-            for raw_id, fields in await bus.redis.xclaim(self.stream, group, self.uid, idle_ms, list(dead)):
-                count = dead.get(raw_id, bus.settings.max_deliveries)
-                limit = bus.settings.max_deliveries
-                reason = f"delivered {count} times without being acknowledged (max_deliveries={limit})"
-                await bus.dead_letter(self.stream, group, raw_id.decode(), reason, count, (fields or {}).get(b"e"))
+            await self._dead_letter(dead, idle_ms)
+        retry = overdue[: max(free, 0)]
+        self._overdue = len(overdue) > len(retry)
+        if self._overdue and not retry:
+            bus.transport.overdue_waits += 1
         if retry:
             claimed = await bus.redis.xclaim(self.stream, group, self.uid, idle_ms, retry)
             if claimed:
                 bus.transport.reclaimed += len(claimed)
                 await self._accept(claimed, deliveries=2)
+
+    async def _dead_letter(self, dead: dict[bytes, int], idle_ms: int) -> None:
+        """Move entries delivered ``max_deliveries`` times to ``P:dead``; a request's caller gets a typed error."""
+        bus, limit = self.bus, self.bus.settings.max_deliveries
+        for raw_id, fields in await bus.redis.xclaim(self.stream, self.spec.group, self.uid, idle_ms, list(dead)):
+            count = dead.get(raw_id, limit)
+            reason = f"delivered {count} times without being acknowledged (max_deliveries={limit})"
+            envelope, _, raw = decode_entry(fields)
+            await bus.dead_letter(self.stream, self.spec.group, raw_id.decode(), reason, count, raw)
+            if envelope is not None and envelope.kind is Kind.REQUEST:
+                await bus.answer_dead_lettered(envelope, reason)
 
     async def stop_reading(self) -> None:
         """No new entries from now on; handlers already running continue."""

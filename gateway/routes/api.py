@@ -29,7 +29,7 @@ async def healthz(request: web.Request) -> web.Response:
     """Liveness plus a summary of the bus counters; never needs authentication."""
     state = state_of(request)
     stats = state.bus.stats()
-    alive = sorted(e.mad for e in state.directory.entries() if e.alive)
+    alive = sorted(e.mad for e in state.directory.latest() if e.alive)
     return web.json_response(
         {
             "status": "draining" if state.drain.closing else "ok",

@@ -29,6 +29,9 @@ PRESENCE_LISTENER = "events.presenc[e]"
 without a group gets a private group on every transport, so each Directory (one per
 host, one in Grace, in every process) sees every announcement, and on Redis its group
 is destroyed when it stops or its process dies instead of pinning the stream."""
+PRESENCE_QUERY_LISTENER = "events.presence_quer[y]"
+"""Matches exactly ``events.presence_query``, as a glob for the same reason: every instance of a
+MAD (two processes hosting it) answers every query, not one instance per MAD."""
 HEARTBEAT = 5.0
 EXPIRY = 15.0
 
@@ -53,15 +56,18 @@ class DirectoryEntry(Strict):
 class PresenceAnnouncer:
     """Announces one MAD: at start, on a heartbeat, on queries, and at stop."""
 
-    def __init__(self, bus: Bus, address: str, name: str, card: dict[str, Any], process: str) -> None:
+    def __init__(
+        self, bus: Bus, address: str, name: str, card: dict[str, Any], process: str, *, heartbeat: float = HEARTBEAT
+    ) -> None:
         self.bus = bus
+        self.heartbeat = heartbeat
         self.announcement = PresenceAnnouncement(mad=name, address=address, status="up", process=process, card=card)
         self._task: asyncio.Task[None] | None = None
         self._query_sub: Subscription | None = None
 
     async def start(self) -> None:
         await self._announce("up")
-        self._query_sub = await self.bus.subscribe(PRESENCE_QUERY, self._on_query, group=f"presence:{self.address}")
+        self._query_sub = await self.bus.subscribe(PRESENCE_QUERY_LISTENER, self._on_query)
         self._task = asyncio.create_task(self._beat(), name=f"presence:{self.address}")
 
     @property
@@ -73,7 +79,7 @@ class PresenceAnnouncer:
 
     async def _beat(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT)
+            await asyncio.sleep(self.heartbeat)
             with contextlib.suppress(BusClosed):
                 await self._announce("up")
 
@@ -95,14 +101,21 @@ class PresenceAnnouncer:
 
 
 class Directory:
-    """Keeps the latest card of every MAD it hears about; expires silent ones."""
+    """Keeps the latest card of every instance of every MAD it hears about; expires silent ones.
+
+    An instance is one (address, process) pair: two processes hosting the same MAD are two
+    entries, each with its own process and heartbeat, in a stable order. An instance silent
+    for ``expiry`` is shown ``alive: false`` while no instance of its MAD is alive (the MAD
+    is down); once another instance of that MAD announces itself, the silent ones are dropped.
+    """
 
     def __init__(self, bus: Bus | MadBus, *, expiry: float = EXPIRY, sender: str = names.DIRECTORY) -> None:
         self.bus = bus
         self.sender = sender
         """Who asks for presence (the host's directory, or a MAD's own, as that MAD)."""
         self.expiry = expiry
-        self._entries: dict[str, tuple[PresenceAnnouncement, float]] = {}
+        self._entries: dict[tuple[str, str], tuple[PresenceAnnouncement, float]] = {}
+        """(address, process) → the instance's last announcement and when it was heard (monotonic)."""
         self._sub: Subscription | None = None
         self._changed = asyncio.Event()
 
@@ -119,37 +132,54 @@ class Directory:
     async def _on_presence(self, envelope: Envelope) -> None:
         for value in envelope.data():
             announcement = PresenceAnnouncement.model_validate(value)
+            key = (announcement.address, announcement.process)
             if announcement.status == "down":
-                self._entries.pop(announcement.address, None)
-            else:
-                self._entries[announcement.address] = (announcement, time.monotonic())
+                self._entries.pop(key, None)
+                continue
+            now = time.monotonic()
+            for other in [k for k in self._instances(announcement.address) if k != key]:
+                if now - self._entries[other][1] > self.expiry:
+                    del self._entries[other]  # silent (crashed) while this instance serves the MAD
+            self._entries[key] = (announcement, now)
         self._changed.set()
 
+    def _instances(self, address: str) -> list[tuple[str, str]]:
+        return [key for key in self._entries if key[0] == address]
+
     def entries(self) -> list[DirectoryEntry]:
+        """Every instance of every MAD, by address then process."""
+        return [self._entry(a, seen) for _, (a, seen) in sorted(self._entries.items())]
+
+    def latest(self) -> list[DirectoryEntry]:
+        """One entry per address: its most recently heard instance (alive if any instance is)."""
+        return [self._entry(*self._latest(address)) for address in sorted({k[0] for k in self._entries})]
+
+    def _latest(self, address: str) -> tuple[PresenceAnnouncement, float]:
+        return max((self._entries[k] for k in self._instances(address)), key=lambda found: found[1])
+
+    def _entry(self, a: PresenceAnnouncement, seen: float) -> DirectoryEntry:
         now = time.monotonic()
-        return [
-            DirectoryEntry(
-                mad=a.mad,
-                address=a.address,
-                process=a.process,
-                alive=now - seen <= self.expiry,
-                last_seen_s_ago=round(now - seen, 3),
-                card=a.card,
-            )
-            for a, seen in sorted(self._entries.values(), key=lambda item: item[0].address)
-        ]
+        return DirectoryEntry(
+            mad=a.mad,
+            address=a.address,
+            process=a.process,
+            alive=now - seen <= self.expiry,
+            last_seen_s_ago=round(now - seen, 3),
+            card=a.card,
+        )
 
     def is_alive(self, address: str) -> bool:
-        found = self._entries.get(address)
-        return found is not None and time.monotonic() - found[1] <= self.expiry
+        """Some instance of ``address`` was heard within ``expiry``."""
+        now = time.monotonic()
+        return any(now - self._entries[k][1] <= self.expiry for k in self._instances(address))
 
     def card(self, address: str) -> dict[str, Any] | None:
-        found = self._entries.get(address)
-        return found[0].card if found else None
+        """The card of the instance of ``address`` heard last (instances of one MAD run the same code)."""
+        return self._latest(address)[0].card if self._instances(address) else None
 
     async def wait_for(self, addresses: set[str], timeout: float) -> None:
         """Wait until every address has announced itself (start-up ordering, tests)."""
         async with asyncio.timeout(timeout):
-            while not addresses <= {a for a in self._entries if self.is_alive(a)}:
+            while not all(self.is_alive(a) for a in addresses):
                 self._changed.clear()
                 await self._changed.wait()

@@ -180,7 +180,7 @@ class Grace(MAD[GraceConfig]):
         return any(t.get("name") == command.tool and t.get("internal") for t in card.get("tools", []))
 
     def _live_cards(self) -> list[dict[str, Any]]:
-        return [e.card for e in self.directory.entries() if e.alive and e.address == e.mad]
+        return [e.card for e in self.directory.latest() if e.alive and e.address == e.mad]
 
     @staticmethod
     def _summaries(cards: list[dict[str, Any]]) -> dict[str, JsonValue]:

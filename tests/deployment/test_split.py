@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from bus.envelope import Envelope
+from bus.redis import RedisBus
+from bus.redis.settings import split_url
 from tests.deployment.conftest import Namespace
 from tests.deployment.support import (
     FAST_BUS,
@@ -135,3 +139,62 @@ async def test_killed_mad_fails_fast_and_is_shown_down_then_comes_back(
         assert status == 201, created
         assert await b.terminate() == 0
         assert await a.terminate() == 0
+
+
+async def test_two_processes_hosting_grace_are_both_listed_through_heartbeats(
+    shared_ns: Namespace, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Each instance of a MAD is its own directory entry: no entry flipping between processes."""
+    url = shared_ns.url(**FAST_BUS)
+    config = write_config(tmp_path / "a.toml", bus=url, mads=["grace"], data_dir=tmp_path / "a")
+    a = EcosystemProcess("A", ["--config", str(config)], tmp_path)
+    b = EcosystemProcess("B", ["--bus", url, "--mads", "grace,rogers", "--data-dir", str(tmp_path / "b")], tmp_path)
+    token = await create_token(config, tmp_path)
+    async with processes(a, b):
+        assert a.url is not None and b.url is not None
+        api = Api(http, a.url, token)
+
+        async def graces() -> list[dict[str, Any]]:
+            status, body = await api.get("/api/mads")
+            assert status == 200, body
+            return [m for m in body["mads"] if m["name"] == "grace"]
+
+        async def both_alive() -> list[dict[str, Any]] | None:
+            found = await graces()
+            return found if len(found) == 2 and all(m["alive"] for m in found) else None
+
+        first = await poll(both_alive, SEE_TIMEOUT, "A's directory to list grace in A and in B")
+        processes_of = [m["process"] for m in first]
+        assert sorted(int(p.rsplit("-", 1)[1]) for p in processes_of) == sorted([a.pid, b.pid]), first
+        heard: dict[str, int] = {}
+
+        async def count(envelope: Envelope) -> None:
+            for value in envelope.data():
+                process = value["process"]  # type: ignore[index]
+                heard[process] = heard.get(process, 0) + 1
+
+        connection, settings = split_url(url)
+        listener = RedisBus(connection, **settings)
+        await listener.start()
+        await listener.subscribe("events.presenc[e]", count)
+
+        async def both_heard_again() -> bool:
+            """Every poll sees both instances, in the same order, until each has sent a heartbeat since."""
+            now = await graces()
+            assert [m["process"] for m in now] == processes_of, now
+            return all(heard.get(p, 0) >= 2 for p in processes_of)
+
+        try:
+            await poll(both_heard_again, SEE_TIMEOUT, "two heartbeats from both instances")
+        finally:
+            await listener.close(drain_timeout=1)
+        status, health = await api.get("/healthz")
+        assert status == 200 and health["mads_alive"].count("grace") == 1, health
+
+        assert await b.terminate() == 0, b.output()
+
+        async def only_a_left() -> bool:
+            return [m["process"] for m in await graces()] == [p for p in processes_of if p.endswith(f"-{a.pid}")]
+
+        await poll(only_a_left, SEE_TIMEOUT, "B's grace to be gone from A's directory once B stopped")
+        assert await a.terminate() == 0, a.output()

@@ -1,6 +1,7 @@
 {
   description = "mad-ecosystem: a cellular monolith hosting a society of LLM agents";
 
+  # Pinned by flake.lock (rev + narHash); `nix flake update` moves the pin.
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
 
   outputs = { self, nixpkgs }:

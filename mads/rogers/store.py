@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from mads.core.sqlite import prepare_db_file
 from mads.rogers.migrations import MIGRATIONS, Migration, migrate
 from mads.rogers.schemas import (
     Conversation,
@@ -88,7 +89,8 @@ class ConversationStore:
         self.schema_version = 0
 
     async def open(self, migrations: Sequence[Migration] = MIGRATIONS) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The file exists (0600) before SQLite opens it: SQLite gives -wal and -shm the database's mode.
+        await asyncio.to_thread(prepare_db_file, self.path)
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await _pragma(self._writer, f"busy_timeout = {BUSY_TIMEOUT_MS}")

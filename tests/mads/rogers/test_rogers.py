@@ -11,12 +11,13 @@ from pydantic import ValidationError
 from bus.envelope import CommandPart, DataPart, Envelope, Kind, ProsePart, parse_envelope
 from bus.ids import new_id
 from bus.memory import InMemoryBus
-from bus.topics import stream_topic
+from bus.topics import TOOL_CALL, stream_topic
 from mads.core.base import MadContext
 from mads.rogers import Rogers
 from mads.rogers.migrations import LATEST_VERSION
 from mads.rogers.schemas import RogersConfig
 from tests.mads.rogers.support import Echo, Recorder, call, note, request
+from tests.support.waiting import eventually_async
 
 
 async def stored_rows(rogers: Rogers) -> dict[str, tuple[str | None, str, str]]:
@@ -26,6 +27,20 @@ async def stored_rows(rogers: Rogers) -> dict[str, tuple[str | None, str, str]]:
         db.execute("SELECT id, conversation_id, kind, envelope FROM messages") as cursor,
     ):
         return {row[0]: (row[1], row[2], row[3]) for row in await cursor.fetchall()}
+
+
+async def eventually_stored(rogers: Rogers, seq: int) -> Envelope:
+    """The message stored with sequence number ``seq``, once it is stored (fails the test after a deadline)."""
+    query = "SELECT envelope FROM messages WHERE seq = ?"
+    found: list[str] = []
+
+    async def stored() -> bool:
+        async with aiosqlite.connect(rogers.store.path) as db, db.execute(query, (seq,)) as cursor:
+            found.extend(row[0] for row in await cursor.fetchall())
+        return bool(found)
+
+    await eventually_async(stored, what=f"message {seq} stored")
+    return parse_envelope(found[0])
 
 
 async def test_every_envelope_crossing_the_bus_is_stored(bus: InMemoryBus, rogers: Rogers, echo: Echo) -> None:
@@ -244,7 +259,11 @@ async def test_duplicate_delivery_is_stored_once(bus: InMemoryBus, rogers: Roger
     await bus.publish(envelope)
     after = (await call(bus, "sync"))["count"]
     assert after == before + 2  # the first sync's tool-call event and the second sync request, no duplicate
-    assert after == len(await stored_rows(rogers))
+    # The second sync's own tool-call event is published once its count is taken, so it is stored
+    # after the reply: wait for it rather than race it (reading the rows at once failed as 4 == 5).
+    last = await eventually_stored(rogers, after + 1)
+    assert len(await stored_rows(rogers)) == after + 1
+    assert last.recipient == TOOL_CALL and last.data()[0]["tool"] == "sync"
     history = await call(bus, "history", {"conversation_id": cid})
     assert [m["id"] for m in history["messages"]] == [envelope.id]
     conversation = await call(bus, "get_conversation", {"conversation_id": cid})

@@ -6,7 +6,6 @@ field is a 422 naming it rather than silently ignored input.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 
 from bus.envelope import ErrorInfo, FieldError
 from gateway.errors import MAX_BODY_KEY, ApiError
+from gateway.json_input import JsonInputError, decode_json
 
 MAX_MESSAGE_TEXT = 100_000
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
@@ -212,13 +212,11 @@ class AlertList(Strict):
 
 
 def parse_json_bytes(raw: bytes, where: str = "body") -> Any:
-    """Decode JSON or raise a 400 that says where the syntax broke."""
+    """Decode JSON or raise a 400 that says what is wrong (where the syntax broke, too deep, duplicate key…)."""
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        reason = "must be UTF-8 encoded JSON"
-    except json.JSONDecodeError as exc:
-        reason = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        return decode_json(raw)
+    except JsonInputError as exc:
+        reason = exc.reason
     raise ApiError(400, "malformed_json", f"{where}: {reason}", [FieldError(field=where, reason=reason)])
 
 

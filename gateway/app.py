@@ -21,11 +21,12 @@ from gateway.auth.guard import guard_middleware
 from gateway.auth.store import AuthStore, Issued, Role, auth_dir
 from gateway.bootstrap import first_run, issue_token
 from gateway.drain import DRAIN_KEY, Drain, drain_middleware
-from gateway.errors import MAX_BODY_KEY, error_middleware
+from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
 from gateway.redaction import REDACTOR_KEY, redaction_middleware
 from gateway.routes import alerts, api, metrics, pages, session, stream
 from gateway.security_headers import set_security_headers
+from gateway.server import GatewayRunner
 from gateway.state import STATE_KEY, GatewayState
 from mads.core.directory import Directory
 from mads.core.redaction import SecretRedactor
@@ -53,7 +54,7 @@ class Gateway:
         )
         self.auth = AuthContext.build(settings.gateway, bus, AuthStore(auth_dir(data_dir)))
         self.app = self.build_app()
-        self._runner: web.AppRunner | None = None
+        self._runner: GatewayRunner | None = None
         self.url: str | None = None
 
     def build_app(self) -> web.Application:
@@ -62,6 +63,7 @@ class Gateway:
             client_max_size=self.settings.gateway.max_body_bytes,
         )
         app[MAX_BODY_KEY] = self.settings.gateway.max_body_bytes
+        app[BODY_TIMEOUT_KEY] = self.settings.gateway.body_timeout
         app[STATE_KEY] = self.state
         app[DRAIN_KEY] = self.drain
         app[AUTH_KEY] = self.auth
@@ -93,7 +95,15 @@ class Gateway:
         await self.auth.blocks.follow(self.state.bus)
         # handler_cancellation: a client that goes away cancels its handler, and with it (MadClient.send)
         # the work its request started on the bus.
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0, handler_cancellation=True)
+        handler_args = {
+            "access_log": None,
+            "keepalive_timeout": cfg.idle_timeout,
+            "header_timeout": cfg.header_timeout,
+            "hsts_max_age": cfg.hsts_max_age if context is not None else None,
+        }
+        self._runner = GatewayRunner(
+            self.app, handler_args=handler_args, shutdown_timeout=5.0, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=context)
         try:

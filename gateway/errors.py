@@ -27,6 +27,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     414: "uri_too_long",
     415: "unsupported_media_type",
@@ -89,6 +90,7 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
 
 
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
 
 
 @web.middleware

@@ -41,15 +41,17 @@ from gateway.schemas import (
 
 REF = "#/components/schemas/{model}"
 AUTH_ERRORS = (401, 403, 429)
-BODY_ERRORS = (400, 413, 415, 422)
+BODY_ERRORS = (400, 408, 413, 415, 422)
 UPSTREAM_ERRORS = (502, 503, 504)
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed JSON (the message says where).",
+    400: "Malformed JSON (the message says where), including nesting over 64 levels, integers over 64 digits, "
+    "NaN/Infinity and duplicate object keys.",
     401: "No valid credentials (bearer token or session cookie).",
     403: "The client IP is blocked, the CSRF token is missing or wrong, or the principal lacks the role "
     "(or the conversation is another person's: an operator may read it, not write in it).",
     404: "No such resource (another person's conversation is answered exactly like a missing one).",
+    408: "The request body did not arrive within the gateway's body timeout.",
     409: "The turn was cancelled (`POST …/cancel`) before it was answered.",
     413: "The body is over the size limit.",
     415: "The body is not application/json.",

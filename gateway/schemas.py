@@ -6,7 +6,7 @@ field is a 422 naming it rather than silently ignored input.
 
 from __future__ import annotations
 
-import json
+import asyncio
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -14,7 +14,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from bus.envelope import ErrorInfo, FieldError
-from gateway.errors import MAX_BODY_KEY, ApiError
+from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, ApiError
+from gateway.json_input import JsonInputError, decode_json
 
 MAX_MESSAGE_TEXT = 100_000
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
@@ -212,23 +213,27 @@ class AlertList(Strict):
 
 
 def parse_json_bytes(raw: bytes, where: str = "body") -> Any:
-    """Decode JSON or raise a 400 that says where the syntax broke."""
+    """Decode JSON or raise a 400 that says what is wrong (where the syntax broke, too deep, duplicate key…)."""
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        reason = "must be UTF-8 encoded JSON"
-    except json.JSONDecodeError as exc:
-        reason = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        return decode_json(raw)
+    except JsonInputError as exc:
+        reason = exc.reason
     raise ApiError(400, "malformed_json", f"{where}: {reason}", [FieldError(field=where, reason=reason)])
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:
-    """The request body validated against ``model``: 413 / 415 / 400 / 422 on the way."""
+    """The request body validated against ``model``: 413 / 408 / 415 / 400 / 422 on the way."""
     limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         reason = f"request body is larger than the limit of {limit} bytes"
         raise ApiError(413, "payload_too_large", reason, [FieldError(field="body", reason=reason)])
-    raw = await request.read()
+    timeout = request.app[BODY_TIMEOUT_KEY]
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        reason = f"the request body did not arrive within {timeout:g} s"
+        raise ApiError(408, "request_timeout", reason, [FieldError(field="body", reason=reason)]) from None
     if not raw.strip():
         value: Any = {}
     else:

@@ -27,15 +27,21 @@ BASE_HEADERS = {
 }
 
 
+SERVER = "mad-ecosystem"
+"""The ``Server`` header: no software name or version to fingerprint."""
+
+
+def security_headers(path: str, hsts_max_age: int | None) -> dict[str, str]:
+    """Every header a response to ``path`` must carry (``hsts_max_age`` only with TLS)."""
+    headers = dict(BASE_HEADERS)
+    headers["Cache-Control"] = "no-cache" if path.startswith(STATIC_PREFIXES) else "no-store"
+    if hsts_max_age:
+        headers["Strict-Transport-Security"] = f"max-age={hsts_max_age}; includeSubDomains"
+    headers["Server"] = SERVER
+    return headers
+
+
 async def set_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    headers = response.headers
-    for name, value in BASE_HEADERS.items():
-        headers[name] = value
-    if request.path.startswith(STATIC_PREFIXES):
-        headers["Cache-Control"] = "no-cache"
-    else:
-        headers["Cache-Control"] = "no-store"
     auth = request.app.get(AUTH_KEY)
-    if auth is not None and auth.tls and auth.hsts_max_age:
-        headers["Strict-Transport-Security"] = f"max-age={auth.hsts_max_age}; includeSubDomains"
-    headers["Server"] = "mad-ecosystem"
+    hsts = auth.hsts_max_age if auth is not None and auth.tls else None
+    response.headers.update(security_headers(request.path, hsts))

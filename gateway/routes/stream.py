@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any
 
@@ -24,8 +23,10 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from bus.envelope import ErrorInfo, FieldError, Principal, field_errors
+from bus.ids import new_id
 from bus.topics import stream_topic
 from gateway.errors import ApiError, error_body
+from gateway.json_input import JsonInputError, decode_json
 from gateway.outbox import Outbox
 from gateway.principal import principal_of
 from gateway.redaction import REDACTOR_KEY
@@ -55,9 +56,9 @@ class Session:
 
     def on_text(self, raw: str) -> None:
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            reason = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            value = decode_json(raw)
+        except JsonInputError as exc:
+            reason = exc.reason
             info = ErrorInfo(
                 code="malformed_json", message=f"frame: {reason}", fields=[FieldError(field="frame", reason=reason)]
             )
@@ -131,7 +132,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
         pump = asyncio.create_task(outbox.pump(ws))
         async for message in ws:
             if message.type is WSMsgType.TEXT:
-                session.on_text(message.data)
+                try:
+                    session.on_text(message.data)
+                except Exception:  # a bug must cost one error frame, not the socket
+                    reference = new_id()
+                    log.exception("unhandled error on a stream frame (reference %s)", reference)
+                    info = ErrorInfo(code="internal_error", message=f"internal error (reference {reference})")
+                    outbox.put(error_frame(500, info))
             elif message.type is WSMsgType.BINARY:
                 info = ErrorInfo(code="unsupported_frame", message="send JSON text frames, not binary")
                 outbox.put(error_frame(415, info))

@@ -91,6 +91,13 @@ class GatewaySection(Section):
         default=900.0, ge=0, le=86_400, description="seconds between success events for the same token"
     )
     hsts_max_age: int = Field(default=31_536_000, ge=0, description="Strict-Transport-Security max-age when TLS is on")
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a client has to finish a request's headers once it starts"
+    )
+    idle_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds a connection may sit without a request before it is closed"
+    )
+    body_timeout: float = Field(default=30.0, gt=0, le=3600, description="seconds a client has to send a request body")
 
 
 class TelemetrySection(Section):

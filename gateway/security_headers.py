@@ -15,6 +15,8 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
 )
+ARTIFACT_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+"""For files MADs produced (an SVG chart, say): nothing in them runs, even opened on their own."""
 STATIC_PREFIXES = ("/static/", "/public/")
 
 BASE_HEADERS = {
@@ -31,6 +33,9 @@ async def set_security_headers(request: web.Request, response: web.StreamRespons
     headers = response.headers
     for name, value in BASE_HEADERS.items():
         headers[name] = value
+    match = getattr(request, "_match_info", None)
+    if match is not None and match.route.name == "artifact":
+        headers["Content-Security-Policy"] = ARTIFACT_CSP
     if request.path.startswith(STATIC_PREFIXES):
         headers["Cache-Control"] = "no-cache"
     else:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.mads.hopper.conftest import HOPPER_MADS
 from tests.support.ecosystem import Running
+from tests.support.llm_server import Reply, ScriptedLLM, ToolCall
 from tests.support.sandbox_ecosystem import sandbox_ecosystem, sandbox_settings
 from tests.support.wasm_cache import CompiledCache
 
@@ -110,3 +111,33 @@ async def test_a_file_the_program_did_not_write_is_named_in_the_error(hopper: Ru
     bad = await hopper.say(cid, run_python({"code": "print(1)", "artifacts": ["../etc/passwd"]}))
     assert bad["reply"]["error"]["code"] == "invalid_arguments"
     assert any("artifacts" in f["field"] for f in bad["reply"]["error"]["fields"])
+
+
+@pytest.fixture
+async def thinking(tmp_path: Path, compiled_cache: CompiledCache, llm_server: ScriptedLLM) -> AsyncIterator[Running]:
+    """Hopper and Grace with a scripted LLM behind Fiedler."""
+    settings = sandbox_settings(tmp_path / "data", llm_server.base_url, mads=HOPPER_MADS)
+    async with sandbox_ecosystem(tmp_path / "data", compiled_cache, settings) as eco:
+        yield eco
+
+
+async def test_a_file_made_during_a_handoff_reaches_the_person(thinking: Running, llm_server: ScriptedLLM) -> None:
+    code = "open('totals.csv', 'w').write('total\\n42\\n')"
+    llm_server.script(
+        ToolCall(name="handoff", arguments={"mad": "hopper", "request": "tabulate the totals as CSV"}),
+        ToolCall(name="run_python", arguments={"code": code, "artifacts": ["totals.csv"]}),
+        Reply(text="I wrote totals.csv."),
+        Reply(text="Hopper made the table: totals.csv."),
+    )
+    cid = await thinking.new_conversation("handoff")
+    body = await thinking.say(cid, "make me a table of the totals")
+    assert body["reply"]["error"] is None, body
+    assert body["participants"] == ["grace", "fiedler", "hopper"]
+    [artifact] = body["reply"]["artifacts"]
+    assert artifact["name"] == "totals.csv" and artifact["conversation_id"] == cid
+    status, _, content = await fetch(thinking, f"/api/conversations/{cid}/artifacts/{artifact['id']}")
+    assert status == 200 and content == b"total\n42\n"
+    # The reloaded history shows it too: the stored reply carries the artifact part.
+    messages = await thinking.history(cid, limit=200)
+    kinds = [p.get("media_type") for m in messages for p in m["envelope"]["content"] if p["type"] == "data"]
+    assert "application/vnd.mad.artifact+json" in kinds

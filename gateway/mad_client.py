@@ -33,6 +33,7 @@ from gateway.errors import ApiError
 from gateway.principal import user_address
 from gateway.schemas import MessageResult, ReplyBody
 from mads.core import names
+from mads.core.artifacts import ARTIFACT_MEDIA_TYPE, artifact_refs
 
 GRACE = names.GRACE
 ROGERS = names.ROGERS
@@ -195,13 +196,14 @@ def reply_body(reply: Envelope) -> ReplyBody:
     error: ErrorInfo | None = None
     data: list[JsonValue] = []
     for part in reply.content:
-        if not isinstance(part, DataPart) or part.media_type == PARTICIPANTS_MEDIA_TYPE:
+        if not isinstance(part, DataPart) or part.media_type in (PARTICIPANTS_MEDIA_TYPE, ARTIFACT_MEDIA_TYPE):
             continue
         if part.media_type == ERROR_MEDIA_TYPE and error is None:
             error = ErrorInfo.model_validate(part.value)
         else:
             data.append(part.value)
-    return ReplyBody(text=reply.text(), data=data, error=error)
+    artifacts = artifact_refs(reply.content)
+    return ReplyBody(text=reply.text(), data=data, error=error, artifacts=artifacts)
 
 
 def participants(reply: Envelope) -> list[str]:

@@ -21,6 +21,7 @@ from gateway.schemas import (
     AlertList,
     AlertPath,
     AlertsQuery,
+    ArtifactPath,
     CancelResult,
     Conversation,
     ConversationPage,
@@ -176,6 +177,17 @@ OPERATIONS: tuple[Operation, ...] = (
         body_required=False,
         path_model=ConversationPath,
         errors=(*BODY_ERRORS, 404, *UPSTREAM_ERRORS),
+    ),
+    Operation(
+        "get",
+        "/api/conversations/{conversation_id}/artifacts/{artifact_id}",
+        "get_artifact",
+        "A file a MAD attached to the conversation (a chart, a spreadsheet, a report); images inline, others as a "
+        "download. Its content type comes from the file name's extension, from a short allow-list.",
+        None,
+        path_model=ArtifactPath,
+        errors=(404, 422, *UPSTREAM_ERRORS),
+        media_type="application/octet-stream",
     ),
     Operation(
         "get",

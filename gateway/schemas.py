@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from bus.envelope import ErrorInfo, FieldError
 from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, ApiError
 from gateway.json_input import JsonInputError, decode_json
+from mads.core.artifacts import ArtifactRef
 
 MAX_MESSAGE_TEXT = 100_000
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
@@ -55,6 +56,11 @@ class ConversationPath(Strict):
     conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
 
 
+class ArtifactPath(Strict):
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+    artifact_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="the artifact's id (SHA-256 of its bytes)")
+
+
 class MessageFrame(Strict):
     """What a browser sends on the stream socket to post a message."""
 
@@ -72,6 +78,11 @@ class ReplyBody(Strict):
     text: str
     data: list[JsonValue]
     error: ErrorInfo | None = None
+    artifacts: list[ArtifactRef] = Field(
+        default_factory=list,
+        description="files the reply made (charts, spreadsheets, reports), each served at "
+        "GET /api/conversations/{conversation_id}/artifacts/{id}",
+    )
 
 
 class CancelResult(Strict):
@@ -276,6 +287,15 @@ def read_query(request: web.Request, model: type[M]) -> M:
 def alert_id(request: web.Request) -> str:
     try:
         return AlertPath(alert_id=request.match_info["alert_id"]).alert_id
+    except ValidationError as exc:
+        raise ApiError.invalid(exc, "path") from None
+
+
+def artifact_path(request: web.Request) -> ArtifactPath:
+    try:
+        return ArtifactPath(
+            conversation_id=request.match_info["conversation_id"], artifact_id=request.match_info["artifact_id"]
+        )
     except ValidationError as exc:
         raise ApiError.invalid(exc, "path") from None
 

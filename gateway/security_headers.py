@@ -15,6 +15,8 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
 )
+ARTIFACT_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+"""For files MADs produced (an SVG chart, say): nothing in them runs, even opened on their own."""
 STATIC_PREFIXES = ("/static/", "/public/")
 
 BASE_HEADERS = {
@@ -45,3 +47,6 @@ async def set_security_headers(request: web.Request, response: web.StreamRespons
     auth = request.app.get(AUTH_KEY)
     hsts = auth.hsts_max_age if auth is not None and auth.tls else None
     response.headers.update(security_headers(request.path, hsts))
+    match = getattr(request, "_match_info", None)
+    if match is not None and match.route.name == "artifact":
+        response.headers["Content-Security-Policy"] = ARTIFACT_CSP

@@ -20,6 +20,8 @@ MADS: dict[str, str] = {
     "fiedler": "mads.fiedler:Fiedler",
     "marco": "mads.marco:Marco",
     "hopper": "mads.hopper:Hopper",
+    "playfair": "mads.playfair:Playfair",
+    "gates": "mads.gates:Gates",
     "grace": "mads.grace:Grace",
 }
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+from urllib.parse import quote
+
 from aiohttp import web
 
 from gateway.mad_client import ROGERS
@@ -15,11 +18,13 @@ from gateway.schemas import (
     MadInfo,
     PageQuery,
     PostMessage,
+    artifact_path,
     conversation_id,
     read_body,
     read_query,
 )
 from gateway.state import state_of
+from mads.core.artifacts import ArtifactRef, disposition_for
 
 routes = web.RouteTableDef()
 
@@ -121,3 +126,28 @@ async def post_message(request: web.Request) -> web.Response:
     body = await read_body(request, PostMessage)
     result = await state_of(request).client.send_message(cid, body.text, principal=principal_of(request))
     return web.json_response(result.model_dump(mode="json"))
+
+
+@routes.get("/api/conversations/{conversation_id}/artifacts/{artifact_id}", name="artifact")
+async def artifact(request: web.Request) -> web.Response:
+    """A file a MAD attached to the conversation, to those who may read the conversation (404 otherwise).
+
+    Its content type comes from an allow-list by extension (never from the producer); images are
+    shown inline, everything else downloads, and a strict CSP with ``sandbox`` keeps an SVG inert.
+    """
+    path = artifact_path(request)
+    value = await state_of(request).client.call(
+        ROGERS,
+        "read_artifact",
+        {"conversation_id": path.conversation_id, "artifact_id": path.artifact_id},
+        principal=principal_of(request),
+    )
+    assert isinstance(value, dict)
+    ref = ArtifactRef.model_validate(value["artifact"])
+    content = base64.b64decode(str(value["content_b64"]))
+    disposition = f"{disposition_for(ref.content_type)}; filename*=UTF-8''{quote(ref.name, safe='')}"
+    return web.Response(
+        body=content,
+        content_type=ref.content_type,
+        headers={"Content-Disposition": disposition, "ETag": f'"{ref.id}"'},
+    )

@@ -8,15 +8,17 @@ not here: the redactor is the MAD's, passed in through its context.
 
 from __future__ import annotations
 
-from bus.envelope import ErrorInfo
+from bus.envelope import ErrorInfo, FieldError
 
 
 class ToolFailure(Exception):
     """Raised by a tool to answer with a typed error instead of a result."""
 
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self, code: str, message: str, *, retryable: bool = False, fields: list[FieldError] | None = None
+    ) -> None:
         super().__init__(message)
-        self.error = ErrorInfo(code=code, message=message[:4000], retryable=retryable)
+        self.error = ErrorInfo(code=code, message=message[:4000], retryable=retryable, fields=fields or [])
 
 
 class RemoteError(Exception):

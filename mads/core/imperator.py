@@ -29,6 +29,7 @@ from bus.envelope import (
 )
 from bus.topics import VALIDATION_FAILURE, StreamDelta, ValidationFailure, stream_topic
 from mads.core import names
+from mads.core.artifacts import ArtifactRef, artifact_part, found_in
 from mads.core.errors import RemoteError, ToolFailure
 from mads.core.tools import Call
 
@@ -110,6 +111,8 @@ class Imperator:
         self.settings = settings or ImperatorSettings()
         self._conversation_id: str | None = None
         self._topic: str | None = None
+        self._artifacts: dict[str, ArtifactRef] = {}
+        """Files the thought's tools made (by id), shown with the final answer."""
 
     async def run(self, envelope: Envelope) -> ThoughtOutcome:
         """Think until a final answer or a typed failure; nothing escapes as an exception."""
@@ -145,7 +148,8 @@ class Imperator:
                 message = f"{self.settings.fiedler} did not answer in time"
                 return await self._fail("imperator_failed", message, retryable=True)
             if not reply.tool_calls and reply.content and reply.content.strip():
-                return await self._finish(ThoughtOutcome(parts=[ProsePart(text=reply.content)]))
+                made = [artifact_part(ref) for ref in self._artifacts.values()]
+                return await self._finish(ThoughtOutcome(parts=[ProsePart(text=reply.content), *made]))
             problems = await self._turn(reply, messages, tools, call, invalid_streak + 1)
             invalid_streak = invalid_streak + 1 if problems else 0
             if invalid_streak >= self.settings.max_invalid:
@@ -283,7 +287,10 @@ class Imperator:
     async def _execute(self, name: str, arguments: dict[str, JsonValue], call: Call) -> dict[str, JsonValue]:
         """Run a validated call; a tool's failure becomes a result the LLM can read and recover from."""
         try:
-            return {"result": await self.mad.run_tool(name, arguments, call)}
+            result = await self.mad.run_tool(name, arguments, call)
+            for ref in found_in(result):
+                self._artifacts.setdefault(ref.id, ref)
+            return {"result": result}
         except (ToolFailure, RemoteError) as exc:
             error = self.mad.redact_error(exc.error)
             return {"error": error.model_dump(mode="json", include={"code", "message", "retryable"})}

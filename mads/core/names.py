@@ -16,6 +16,8 @@ TURING: Final = "turing"
 FIEDLER: Final = "fiedler"
 MARCO: Final = "marco"
 HOPPER: Final = "hopper"
+PLAYFAIR: Final = "playfair"
+GATES: Final = "gates"
 GRACE: Final = "grace"
 
 HOST: Final = "host"

@@ -15,14 +15,17 @@ Marco's to report (``events.url_refused``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
 
+from bus.envelope import FieldError
 from bus.topics import SANDBOX_LIMIT
+from mads.core.artifacts import NAME_PATTERN, ArtifactFile, ArtifactRef, attach
 from mads.core.base import MAD, ToolFailure
 from mads.core.settings import ConfigError, SandboxSection
 from mads.core.tools import Call, Tool
@@ -109,7 +112,47 @@ def run_python_args_model(maxima: LimitMaxima) -> type[BaseModel]:
         ),
         limits=(limits_model(maxima) | None, Field(None, description="budgets; omitted ones use the defaults")),
         collect_files=(bool, Field(False, description="return the files the program left in its scratch directory")),
+        artifacts=(
+            list[Annotated[str, Field(pattern=NAME_PATTERN)]],
+            Field(
+                default_factory=list,
+                max_length=MAX_ARTIFACTS_PER_RUN,
+                description="names of files the program writes in its working directory (a chart.png, a "
+                "table.xlsx, a report.pdf) to attach to the conversation as artifacts the person can open",
+            ),
+        ),
     )
+
+
+MAX_ARTIFACTS_PER_RUN = 16
+RUN_LIMIT_FIELDS = ("timeout_s", "fuel", "memory_bytes", "output_bytes", "collect_bytes")
+"""The per-run limits (each bounded by the process's ceiling of the same name)."""
+
+
+def files_named(result: RunResult, wanted: list[str]) -> dict[str, bytes]:
+    """The bytes of the scratch files ``wanted`` from a run made with ``collect_files``.
+
+    Raises :class:`ToolFailure` naming the first file the program did not write, or that was
+    larger than the run's ``collect_bytes`` allowed to bring back.
+    """
+    by_path = {f.path: f for f in result.files}
+    found: dict[str, bytes] = {}
+    for name in wanted:
+        file = by_path.get(name)
+        if file is None:
+            raise ToolFailure(
+                "artifact_missing",
+                f"the program did not write {name!r} in its working directory",
+                fields=[FieldError(field="artifacts", reason=f"{name}: no such file after the run")],
+            )
+        if file.truncated:
+            raise ToolFailure(
+                "artifact_too_large",
+                f"{name!r} is {file.size} bytes, more than the run's collect_bytes brought back",
+                fields=[FieldError(field="artifacts", reason=f"{name}: {file.size} bytes")],
+            )
+        found[name] = base64.b64decode(file.content) if file.encoding == "base64" else file.content.encode()
+    return found
 
 
 class SandboxCapability:
@@ -196,8 +239,26 @@ class SandboxCapability:
     def run_python_tool(self, mad: MAD) -> Tool:
         args_model = run_python_args_model(self.maxima)
 
-        async def run_python(args: BaseModel, call: Call) -> RunResult:
-            return await self.run(mad, call, "run_python", **args.model_dump())
+        async def run_python(args: BaseModel, call: Call) -> JsonValue:
+            arguments = args.model_dump()
+            wanted: list[str] = arguments.pop("artifacts")
+            if not wanted:
+                return (await self.run(mad, call, "run_python", **arguments)).model_dump(mode="json")
+            if call.conversation_id is None:
+                raise ToolFailure("no_conversation", "artifacts are attached to a conversation; this call has none")
+            limits = dict(arguments.pop("limits") or {})
+            if limits.get("collect_bytes") is None:
+                limits["collect_bytes"] = self.maxima.collect_bytes
+            result = await self.run(mad, call, "run_python", **{**arguments, "limits": limits, "collect_files": True})
+            value = result.model_dump(mode="json")
+            if not result.ok:
+                return value  # the program failed: its output says why, and there is nothing to attach
+            files = files_named(result, wanted)
+            refs = await attach(mad, call.conversation_id, [ArtifactFile(n, c) for n, c in files.items()])
+            kept = arguments["collect_files"]
+            value["files"] = [f for f in value["files"] if kept and f["path"] not in files]
+            value["artifacts"] = [ref.model_dump(mode="json") for ref in refs]
+            return value
 
         return Tool.from_model("run_python", RUN_PYTHON_DESCRIPTION, args_model, run_python)
 
@@ -232,6 +293,39 @@ class SandboxCapability:
         return result
 
 
+async def produce(
+    capability: SandboxCapability,
+    mad: MAD,
+    call: Call,
+    tool: str,
+    *,
+    program: str,
+    inputs: Mapping[str, str | bytes],
+    outputs: list[str],
+) -> list[ArtifactRef]:
+    """Run one of a MAD's own programs (a chart maker, a report writer) on the caller's data, in a cell,
+    and attach the files it writes to the conversation.
+
+    The program is trusted code; its inputs are not, which is why it runs in the sandbox, with the
+    process's ceilings as its limits (importing matplotlib or reportlab takes seconds). A program
+    that fails answers with ``generation_failed`` and the last lines of its stderr.
+    """
+    if call.conversation_id is None:
+        raise ToolFailure(
+            "no_conversation", f"{mad.name}.{tool} attaches its file to a conversation; this call has none"
+        )
+    limits = capability.maxima.model_dump(
+        include={"timeout_s", "fuel", "memory_bytes", "output_bytes", "collect_bytes"}
+    )
+    result = await capability.run(mad, call, tool, code=program, input_files=inputs, limits=limits, collect_files=True)
+    if not result.ok:
+        tail = "\n".join(result.stderr.strip().splitlines()[-6:])
+        reason = f"limit hit: {result.limit_hit}" if result.limit_hit else f"exit code {result.exit_code}"
+        raise ToolFailure("generation_failed", f"{mad.name}.{tool} could not make its file ({reason}): {tail}"[:2000])
+    files = files_named(result, outputs)
+    return await attach(mad, call.conversation_id, [ArtifactFile(n, c) for n, c in files.items()])
+
+
 def sandbox_for_host(
     section: SandboxSection, names: list[str], uses_sandbox: set[str], known: set[str], data_dir: Path
 ) -> SandboxCapability | None:
@@ -248,7 +342,9 @@ __all__ = [
     "RUN_PYTHON_DESCRIPTION",
     "SandboxCapability",
     "SandboxLimitEvent",
+    "files_named",
     "limits_model",
+    "produce",
     "publish_limit",
     "run_python_args_model",
     "sandbox_for_host",

@@ -62,11 +62,13 @@ class Tool:
     """An operator action: runs only for an operator principal, by command, never offered to an LLM."""
     internal: bool = False
     """For other MADs' code only (e.g. McNamara's ``record``): never a person's command, never offered to an LLM."""
+    llm: bool = True
+    """Offered to an LLM at all; off for tools whose results are bytes, not something to reason about."""
 
     @property
     def for_llm(self) -> bool:
         """Whether an Imperator may offer this tool to its LLM."""
-        return not (self.operator or self.internal)
+        return self.llm and not (self.operator or self.internal)
 
     async def invoke(self, args: BaseModel, call: Call) -> JsonValue:
         result = await (self.func(args, call) if self.wants_call else self.func(args))
@@ -89,6 +91,7 @@ class Tool:
         *,
         operator: bool = False,
         internal: bool = False,
+        llm: bool = True,
     ) -> Tool:
         """A tool whose argument model is given explicitly (built at run time, e.g. bounded by configuration).
 
@@ -106,6 +109,7 @@ class Tool:
             wants_call=_takes_call(func),
             operator=operator,
             internal=internal,
+            llm=llm,
         )
 
     def descriptor(self) -> dict[str, Any]:
@@ -130,20 +134,26 @@ class Tool:
 
 
 def tool(
-    description: str | None = None, *, name: str | None = None, operator: bool = False, internal: bool = False
+    description: str | None = None,
+    *,
+    name: str | None = None,
+    operator: bool = False,
+    internal: bool = False,
+    llm: bool = True,
 ) -> Callable[[ToolFunc], ToolFunc]:
     """Mark a MAD method as a tool. The first parameter's annotation is the argument model.
 
     ``operator=True`` makes it an operator action: the runtime runs it only for an operator
     principal and only by command; an Imperator never sees it. ``internal=True`` makes it a
-    tool for other MADs' code only: no person's command and no LLM reaches it.
+    tool for other MADs' code only: no person's command and no LLM reaches it. ``llm=False`` keeps
+    a tool people and MADs may run away from LLMs (its result is bytes, say, not text to reason about).
     """
 
     def mark(func: ToolFunc) -> ToolFunc:
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"tool {func.__name__} must be async")
         doc = description or inspect.getdoc(func) or func.__name__
-        setattr(func, _TOOL_ATTR, (name or func.__name__, doc, operator, internal))
+        setattr(func, _TOOL_ATTR, (name or func.__name__, doc, operator, internal, llm))
         return func
 
     return mark
@@ -158,12 +168,14 @@ def collect_tools(owner: object) -> dict[str, Tool]:
             if marker is None:
                 continue
             bound = getattr(owner, attr)
-            tool_name, description, operator, internal = marker
-            tools[tool_name] = make_tool(tool_name, description, bound, operator=operator, internal=internal)
+            tool_name, description, operator, internal, llm = marker
+            tools[tool_name] = make_tool(tool_name, description, bound, operator=operator, internal=internal, llm=llm)
     return tools
 
 
-def make_tool(name: str, description: str, func: ToolFunc, *, operator: bool = False, internal: bool = False) -> Tool:
+def make_tool(
+    name: str, description: str, func: ToolFunc, *, operator: bool = False, internal: bool = False, llm: bool = True
+) -> Tool:
     """A :class:`Tool` from a (bound) coroutine function ``(args[, call])`` whose first parameter is
     annotated with its argument model."""
     params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
@@ -172,7 +184,7 @@ def make_tool(name: str, description: str, func: ToolFunc, *, operator: bool = F
     model = get_type_hints(func).get(params[0].name)
     if not (inspect.isclass(model) and issubclass(model, BaseModel)):
         raise TypeError(f"tool {name}: first parameter must be annotated with a pydantic model")
-    return Tool.from_model(name, description, model, func, operator=operator, internal=internal)
+    return Tool.from_model(name, description, model, func, operator=operator, internal=internal, llm=llm)
 
 
 def _takes_call(func: ToolFunc) -> bool:

@@ -31,6 +31,7 @@ from bus.envelope import (
 )
 from bus.topics import PARTICIPANTS_MEDIA_TYPE, StreamDelta, stream_topic
 from mads.core import names
+from mads.core.artifacts import ARTIFACT_MEDIA_TYPE, ArtifactRef, artifact_part, artifact_refs, found_in
 from mads.core.authority import PERSON_PREFIX
 from mads.core.base import MAD, MadContext, ThoughtOutcome, ToolFailure
 from mads.core.directory import Directory
@@ -161,10 +162,15 @@ class Grace(MAD[GraceConfig]):
             )
         if reply.error is not None:
             return await self._answer(envelope, _failure_text(command, reply.error), _error_part(reply.error))
-        values = [p.value for p in reply.content if isinstance(p, DataPart) and p.media_type != PARTICIPANTS_MEDIA_TYPE]
+        values = [
+            p.value
+            for p in reply.content
+            if isinstance(p, DataPart) and p.media_type not in (PARTICIPANTS_MEDIA_TYPE, ARTIFACT_MEDIA_TYPE)
+        ]
         value: JsonValue = values[0] if len(values) == 1 else values
         text = format_result(command.mad, command.tool, value, self.config.max_result_chars)
-        return await self._answer(envelope, text, DataPart(value=value))
+        made = [artifact_part(ref) for ref in _artifacts_of(reply, value)]
+        return await self._answer(envelope, text, DataPart(value=value), *made)
 
     async def _answer(self, envelope: Envelope, text: str, *parts: Part) -> Envelope:
         """Reply with ``text`` (also streamed, so every open page sees it) and any data parts."""
@@ -226,8 +232,21 @@ class Grace(MAD[GraceConfig]):
         )
         if reply.error is not None:
             raise ToolFailure(reply.error.code, f"{args.mad}: {reply.error.message}", retryable=reply.error.retryable)
-        data = [p.value for p in reply.content if isinstance(p, DataPart) and p.media_type != PARTICIPANTS_MEDIA_TYPE]
-        return {"mad": args.mad, "answer": reply.text(), "data": data}
+        data = [
+            p.value
+            for p in reply.content
+            if isinstance(p, DataPart) and p.media_type not in (PARTICIPANTS_MEDIA_TYPE, ARTIFACT_MEDIA_TYPE)
+        ]
+        made = [ref.model_dump(mode="json") for ref in artifact_refs(reply.content)]
+        return {"mad": args.mad, "answer": reply.text(), "data": data, "artifacts": made}
+
+
+def _artifacts_of(reply: Envelope, value: JsonValue) -> list[ArtifactRef]:
+    """The files a command's reply carries: as artifact parts, or named in its result."""
+    found = {ref.id: ref for ref in artifact_refs(reply.content)}
+    for ref in found_in(value):
+        found.setdefault(ref.id, ref)
+    return list(found.values())
 
 
 def _failure_text(command: ToolCommand, error: ErrorInfo) -> str:

@@ -22,6 +22,7 @@ process's secret redactor (``MadContext.redactor``, which Turing feeds).
 from __future__ import annotations
 
 import asyncio
+import base64
 import fnmatch
 import json
 import logging
@@ -34,14 +35,21 @@ from bus.base import BusError, Subscription
 from bus.envelope import SECRET_MEDIA_TYPE, CommandPart, DataPart, Envelope, Kind, ProsePart
 from bus.ids import new_id
 from mads.core import names
+from mads.core.artifacts import ArtifactRef
 from mads.core.base import MAD, MadContext, RemoteError, ToolFailure
 from mads.core.tools import Call, tool
+from mads.rogers.artifacts import ArtifactDamaged, ArtifactStore
 from mads.rogers.schemas import (
+    ArtifactArgs,
+    ArtifactContent,
+    ArtifactList,
+    AttachArtifactArgs,
     Conversation,
     ConversationPage,
     CreateConversationArgs,
     GetConversationArgs,
     HistoryArgs,
+    ListArtifactsArgs,
     ListConversationsArgs,
     MessagePage,
     NoArgs,
@@ -67,6 +75,9 @@ REDACTED = "[REDACTED]"
 SECRET_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {(names.TURING, "put"): frozenset({"value"})}
 """Command arguments that carry a secret, by (recipient MAD, tool): stripped before storing, because
 the request is tapped before Turing has seen (and registered) the value."""
+STORED_ELSEWHERE = "[stored as an artifact]"
+BULK_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {(names.ROGERS, "attach_artifact"): frozenset({"content_b64"})}
+"""Command arguments whose bytes Rogers keeps in its artifact store: not copied into the message log."""
 
 
 class Rogers(MAD[RogersConfig]):
@@ -85,6 +96,7 @@ class Rogers(MAD[RogersConfig]):
     def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:
         super().__init__(ctx, instance=instance)
         self.store = ConversationStore(self.data_dir / self.config.db_filename)
+        self.artifacts = ArtifactStore(self.data_dir)
         self._skip = re.compile("|".join(fnmatch.translate(p) for p in self.config.skip_recipients) or r"(?!)")
         self._tap: Subscription | None = None
         self._observed = 0
@@ -106,6 +118,7 @@ class Rogers(MAD[RogersConfig]):
 
     async def on_start(self) -> None:
         await self.store.open()
+        await self.artifacts.open()
         self._count = await self.store.message_count()
         self._tap = await self.bus.wiretap_batches(
             self._observe, batch=self.config.batch_max, mailbox=self.config.queue_max, group=self.name
@@ -122,6 +135,7 @@ class Rogers(MAD[RogersConfig]):
             await self._tap.cancel()
             self._tap = None
         await self.store.close()
+        await self.artifacts.close()
 
     # ---- the write path ----------------------------------------------------------------
 
@@ -369,6 +383,39 @@ class Rogers(MAD[RogersConfig]):
                 retryable=True,
             ) from None
 
+    # ---- artifacts ------------------------------------------------------------------------
+
+    @tool(
+        "Attach a file (base64) to a conversation the work's person owns; returns its reference.",
+        internal=True,
+    )
+    async def attach_artifact(self, args: AttachArtifactArgs, call: Call) -> ArtifactRef:
+        conversation = await self.store.get_conversation(args.conversation_id, participants=False)
+        principal = call.principal
+        if conversation is None or (principal.is_person and conversation.owner != principal.name):
+            raise _not_found(args.conversation_id)
+        return await self.artifacts.put(args.conversation_id, args.name, args.content(), str(principal))
+
+    @tool("The files attached to one conversation (charts, spreadsheets, reports): names, types, sizes.")
+    async def list_artifacts(self, args: ListArtifactsArgs, call: Call) -> ArtifactList:
+        conversation = await self.store.get_conversation(args.conversation_id, participants=False)
+        await self._may_read(call, conversation, args.conversation_id, "list_artifacts")
+        return ArtifactList(artifacts=await self.artifacts.list(args.conversation_id))
+
+    @tool("One file attached to a conversation, with its bytes (base64).", llm=False)
+    async def read_artifact(self, args: ArtifactArgs, call: Call) -> ArtifactContent:
+        conversation = await self.store.get_conversation(args.conversation_id, participants=False)
+        await self._may_read(call, conversation, args.conversation_id, "read_artifact")
+        ref = await self.artifacts.get(args.conversation_id, args.artifact_id)
+        if ref is None:
+            raise ToolFailure("not_found", f"no artifact {args.artifact_id} in conversation {args.conversation_id!r}")
+        try:
+            content = await self.artifacts.read(ref)
+        except ArtifactDamaged as exc:
+            log.error("rogers: %s (conversation %s)", exc, args.conversation_id)
+            raise ToolFailure("artifact_damaged", str(exc)) from None
+        return ArtifactContent(artifact=ref, content_b64=base64.b64encode(content).decode())
+
     @tool("Counts: messages and conversations stored, writes pending and batches committed.")
     async def stats(self, args: NoArgs) -> Stats:
         return Stats(
@@ -390,7 +437,7 @@ def _without_secret_parts(envelope: Envelope) -> Envelope:
     parts = envelope.content
     if not any(
         (isinstance(p, DataPart) and p.media_type == SECRET_MEDIA_TYPE)
-        or (isinstance(p, CommandPart) and (target, p.tool) in SECRET_ARGUMENTS)
+        or (isinstance(p, CommandPart) and ((target, p.tool) in SECRET_ARGUMENTS or (target, p.tool) in BULK_ARGUMENTS))
         for p in parts
     ):
         return envelope
@@ -401,6 +448,10 @@ def _without_secret_parts(envelope: Envelope) -> Envelope:
         elif isinstance(part, CommandPart) and (target, part.tool) in SECRET_ARGUMENTS:
             hidden = SECRET_ARGUMENTS[(target, part.tool)]
             arguments = {k: REDACTED if k in hidden else v for k, v in part.arguments.items()}
+            part = part.model_copy(update={"arguments": arguments})
+        elif isinstance(part, CommandPart) and (target, part.tool) in BULK_ARGUMENTS:
+            elided = BULK_ARGUMENTS[(target, part.tool)]
+            arguments = {k: STORED_ELSEWHERE if k in elided else v for k, v in part.arguments.items()}
             part = part.model_copy(update={"arguments": arguments})
         cleaned.append(part)
     return envelope.model_copy(update={"content": cleaned})

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from bus.envelope import ADDRESS_PATTERN
 from bus.ids import ID_PATTERN
+from mads.core.artifacts import MAX_ARTIFACT_BYTES, NAME_PATTERN, ArtifactRef
 
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_\-]+$"
 MAX_LIMIT = 1000
@@ -210,3 +211,45 @@ def decode_conversation_cursor(token: str) -> tuple[str, str]:
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
         raise ValueError("not a cursor returned by list_conversations")
     return value[0], value[1]
+
+
+MAX_ARTIFACT_B64 = (MAX_ARTIFACT_BYTES + 2) // 3 * 4
+"""Base64 length of the largest artifact."""
+
+
+class AttachArtifactArgs(Args):
+    conversation_id: str = ConversationId
+    name: str = Field(pattern=NAME_PATTERN, description="plain file name; its extension decides the content type")
+    content_b64: str = Field(max_length=MAX_ARTIFACT_B64, description="the file's bytes, base64")
+
+    @field_validator("content_b64")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("is not valid base64") from None
+        return value
+
+    def content(self) -> bytes:
+        return base64.b64decode(self.content_b64)
+
+
+class ArtifactArgs(Args):
+    conversation_id: str = ConversationId
+    artifact_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="the artifact's id (SHA-256 of its bytes)")
+
+
+class ListArtifactsArgs(Args):
+    conversation_id: str = ConversationId
+
+
+class ArtifactContent(BaseModel):
+    """One artifact and its bytes."""
+
+    artifact: ArtifactRef
+    content_b64: str
+
+
+class ArtifactList(BaseModel):
+    artifacts: list[ArtifactRef]

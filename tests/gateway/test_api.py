@@ -59,7 +59,7 @@ async def test_post_message_returns_reply_and_participants_and_is_durable(
     llm_server.script(Reply(text="Hello, person."))
     cid = await ecosystem.new_conversation("greeting")
     body = await ecosystem.say(cid, "hello")
-    assert body["reply"] == {"text": "Hello, person.", "data": [], "error": None}
+    assert body["reply"] == {"text": "Hello, person.", "data": [], "error": None, "artifacts": []}
     assert body["participants"] == ["grace", "fiedler"]
     assert body["conversation_id"] == cid
     assert llm_server.last_request.last_user_text == "hello"

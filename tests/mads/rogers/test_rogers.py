@@ -375,7 +375,12 @@ async def test_tools_are_described_for_an_llm(bus: InMemoryBus, rogers: Rogers) 
         "history",
         "search",
         "stats",
+        "attach_artifact",
+        "list_artifacts",
+        "read_artifact",
     }
+    llm_tools = {name for name, t in rogers.tools().items() if t.for_llm}
+    assert "read_artifact" not in llm_tools and "attach_artifact" not in llm_tools and "list_artifacts" in llm_tools
     for descriptor in descriptors.values():
         assert len(descriptor["description"]) > 30
         assert descriptor["inputSchema"]["additionalProperties"] is False

@@ -324,9 +324,17 @@ class RedisSubscription(Subscription):
         if dead:
             await self._dead_letter(dead, idle_ms)
         retry = overdue[: max(free, 0)]
-        self._overdue = len(overdue) > len(retry)
+        was_overdue, self._overdue = self._overdue, len(overdue) > len(retry)
         if self._overdue and not retry:
             bus.transport.overdue_waits += 1
+            if not was_overdue:
+                log.info(
+                    "%d entries of a dead consumer on %s wait for a free handler slot (all %d busy); "
+                    "they go before new work",
+                    len(overdue),
+                    self.stream,
+                    self.spec.concurrency,
+                )
         if retry:
             claimed = await bus.redis.xclaim(self.stream, group, self.uid, idle_ms, retry)
             if claimed:

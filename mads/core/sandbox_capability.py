@@ -2,8 +2,10 @@
 
 The host creates a :class:`SandboxCapability` when a MAD of its process is granted the sandbox
 (``[sandbox] grants``) or cannot work without it (a MAD class with ``uses_sandbox = True``, such
-as Marco, whose HTML parsing runs in a cell). The module is compiled or loaded from
-``<data_dir>/cache/wasm`` in a worker thread while the rest of the host boots; tools wait for it.
+as Marco, whose HTML parsing runs in a cell). The runtime is loaded from the per-machine cache
+(``[sandbox] cache_dir``, default the user's cache directory), or compiled into it on the first start
+on a machine, in a worker thread while the rest of the host boots. Until then ``run_python`` answers
+with the retryable error ``sandbox_starting`` ("sandbox still starting") instead of waiting.
 
 Events: every limit a run hits is published on ``events.sandbox_limit`` as a
 :class:`SandboxLimitEvent` with ``violation = false``. A cell cannot tell an escape attempt from a
@@ -29,16 +31,18 @@ from mads.core.artifacts import NAME_PATTERN, ArtifactFile, ArtifactRef, attach
 from mads.core.base import MAD, ToolFailure
 from mads.core.settings import ConfigError, SandboxSection
 from mads.core.tools import Call, Tool
-from sandbox import LimitMaxima, RunResult, Sandbox, SandboxError
+from sandbox import LimitMaxima, RunResult, Sandbox, SandboxError, SandboxStarting
 from sandbox.limits import MODULE_MIN_MEMORY
 
 log = logging.getLogger(__name__)
 
 RUN_PYTHON_DESCRIPTION = (
-    "Run Python 3.12 (stdlib only) in a fresh WASM sandbox: no network, no processes, no threads, an empty "
-    "environment, a private scratch directory as the working directory, and read-only input files under "
-    "/input/<name>. Returns stdout, stderr, exit_code, limit_hit (timeout, fuel, memory, output or null), "
-    "fuel_used, duration_ms and, with collect_files, the files left in scratch."
+    "Run Python 3.15 in a fresh WASM sandbox with numpy, pandas, scipy, scikit-learn, statsmodels, matplotlib, "
+    "seaborn, lxml, beautifulsoup4, openpyxl, xlsxwriter, reportlab, pypdf, networkx and sympy: no network, no "
+    "processes, no threads, an empty environment, a private in-memory scratch directory as the working "
+    "directory, and read-only input files under /input/<name>. Returns stdout, stderr, exit_code, limit_hit "
+    "(timeout, fuel, memory, output, scratch or null), fuel_used, duration_ms and, with collect_files, the files "
+    "left in scratch."
 )
 
 
@@ -49,7 +53,7 @@ class SandboxLimitEvent(BaseModel):
 
     mad: str
     tool: str
-    limit: str = Field(description="timeout, fuel, memory, output (cell) or a tool's own cap, e.g. max_bytes")
+    limit: str = Field(description="timeout, fuel, memory, output, scratch (cell) or a tool's own cap, e.g. max_bytes")
     violation: bool = False
     conversation_id: str | None = None
     detail: str = ""
@@ -93,6 +97,8 @@ def limits_model(maxima: LimitMaxima) -> type[BaseModel]:
         ),
         output_bytes=(int | None, Field(None, gt=0, le=maxima.output_bytes, description="cap per stream")),
         collect_bytes=(int | None, Field(None, ge=0, le=maxima.collect_bytes, description="bytes of files returned")),
+        scratch_bytes=(int | None, Field(None, ge=0, le=maxima.scratch_bytes, description="bytes kept in scratch")),
+        scratch_files=(int | None, Field(None, ge=0, le=maxima.scratch_files, description="files kept in scratch")),
     )
 
 
@@ -158,19 +164,24 @@ def files_named(result: RunResult, wanted: list[str]) -> dict[str, bytes]:
 class SandboxCapability:
     """One process's sandbox: starts it in the background, grants ``run_python``, reports status, closes it."""
 
-    def __init__(self, section: SandboxSection, cache_dir: Path) -> None:
+    def __init__(self, section: SandboxSection, cache_dir: Path | None) -> None:
         self.section = section
         self.maxima = LimitMaxima.model_validate(section.maxima)
         self.grants = frozenset(section.grants)
-        self.cache_dir = cache_dir
         self.progress: list[str] = []
         self.sandbox = Sandbox(
-            cache_dir, max_concurrency=section.max_concurrency, maxima=self.maxima, on_progress=self._progress
+            cache_dir,
+            max_concurrency=section.max_concurrency,
+            maxima=self.maxima,
+            pool_size=section.pool_size,
+            pool_cpu_share=section.pool_cpu_share,
+            on_progress=self._progress,
         )
+        self.cache_dir = self.sandbox.cache_dir
         self._start: asyncio.Task[None] | None = None
 
     def _progress(self, message: str) -> None:
-        # Called from the compile thread. At most once per install or upgrade: say why boot takes seconds.
+        # Called from the start thread, once before a first-start compile and once after it: one log line each.
         self.progress.append(message)
         log.warning("sandbox: %s", message)
 
@@ -189,6 +200,22 @@ class SandboxCapability:
             await asyncio.shield(self._start)
         except SandboxError as exc:
             raise ToolFailure("sandbox_unavailable", f"the sandbox could not start: {exc}") from None
+        return self.sandbox
+
+    def started(self) -> Sandbox:
+        """The sandbox if its start has finished; ToolFailure ``sandbox_starting`` (retryable) while it runs."""
+        self.begin()
+        assert self._start is not None
+        if not self._start.done():
+            raise ToolFailure(
+                "sandbox_starting",
+                "sandbox still starting: the Python runtime is being loaded or compiled (the first start on a "
+                "machine takes about a minute and a half); retry shortly",
+                retryable=True,
+            )
+        if self._start.cancelled() or self._start.exception() is not None:
+            error = "cancelled" if self._start.cancelled() else str(self._start.exception())
+            raise ToolFailure("sandbox_unavailable", f"the sandbox could not start: {error}")
         return self.sandbox
 
     async def close(self) -> None:
@@ -274,11 +301,13 @@ class SandboxCapability:
         collect_files: bool = False,
     ) -> RunResult:
         """Run ``code`` for ``mad`` and publish any limit it hits. Bad requests raise ValidationError."""
-        sandbox = await self.ready()
+        sandbox = self.started()
         merged = self.maxima.default_limits().model_dump()
         merged.update({k: v for k, v in (limits or {}).items() if v is not None})
         try:
             result = await sandbox.run_python(code, merged, input_files, collect_files)
+        except SandboxStarting as exc:
+            raise ToolFailure("sandbox_starting", str(exc), retryable=True) from None
         except SandboxError as exc:
             raise ToolFailure("sandbox_unavailable", str(exc), retryable=True) from None
         if result.limit_hit is not None:
@@ -335,7 +364,7 @@ def sandbox_for_host(
         raise ConfigError(f"sandbox.grants: unknown MAD(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     if not (set(names) & (set(section.grants) | uses_sandbox)):
         return None
-    return SandboxCapability(section, data_dir / "cache" / "wasm")
+    return SandboxCapability(section, section.cache_dir)
 
 
 __all__ = [

@@ -133,6 +133,15 @@ class SandboxSection(Section):
         default_factory=dict, description="ceilings for per-run limits (sandbox.LimitMaxima fields)"
     )
     grants: list[str] = Field(default_factory=lambda: [names.HOPPER], description="MADs given the run_python tool")
+    cache_dir: Path | None = Field(
+        default=None,
+        description="compiled-runtime cache, one per machine and user (default: $XDG_CACHE_HOME or ~/.cache, "
+        "then mad-ecosystem/wasm); must be private (0700)",
+    )
+    pool_size: int = Field(default=2, ge=0, le=32, description="prepared cells kept ready for the next runs")
+    pool_cpu_share: float = Field(
+        default=0.5, gt=0, le=1, description="share of one core the pool may spend preparing cells"
+    )
 
     @field_validator("maxima")
     @classmethod

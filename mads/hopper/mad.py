@@ -34,10 +34,10 @@ class Hopper(MAD):
     name = names.HOPPER
     description = "The software engineer: writes Python and runs it (and its tests) in the WASM sandbox."
     role_prompt = (
-        "You write and run code. Use run_python to execute Python 3.12 (stdlib only) in a fresh sandbox with "
-        "no network, processes or threads, and run_tests to check a module against unittest tests. Read "
-        "stdout, stderr, exit_code and limit_hit before answering; if a limit was hit, say which and fix the "
-        "code rather than asking for more. Never claim code works without having run it."
+        "You write and run code. Use run_python to execute Python 3.15 (with numpy, pandas, scipy, matplotlib "
+        "and more) in a fresh sandbox with no network, processes or threads, and run_tests to check a module "
+        "against unittest tests. Read stdout, stderr, exit_code and limit_hit before answering; if a limit was "
+        "hit, say which and fix the code rather than asking for more. Never claim code works without having run it."
     )
 
     def __init__(self, ctx: MadContext, *, instance: str | None = None) -> None:

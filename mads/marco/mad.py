@@ -26,7 +26,7 @@ BROWSE_DESCRIPTION = (
     "title, visible text, links and, with a CSS selector (tag, #id, .class, descendant, commas), the "
     "matching elements. Private, loopback and metadata addresses are refused."
 )
-_LIMIT_IN_MESSAGE = re.compile(r"limit_hit=(timeout|fuel|memory|output)\b")
+_LIMIT_IN_MESSAGE = re.compile(r"limit_hit=(timeout|fuel|memory|output|scratch)\b")
 
 
 class Marco(MAD[MarcoConfig]):

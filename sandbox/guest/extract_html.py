@@ -1,4 +1,4 @@
-"""Guest program: runs INSIDE the WASM cell (CPython 3.12 stdlib only), never imported by the host.
+"""Guest program: runs INSIDE the WASM cell (CPython 3.15, stdlib only), never imported by the host.
 
 Reads /input/page.html and /input/params.json ({"base_url", "selector", "max_text_chars", "max_links",
 "max_selected"}) and prints one JSON object: {"title", "text", "links": [{"url", "text"}],

@@ -1,4 +1,4 @@
-"""The real ecosystem with the sandbox: Marco and Hopper next to the core MADs, a pre-seeded wasm cache,
+"""The real ecosystem with the sandbox: Marco and Hopper next to the core MADs, the session's compiled-runtime cache,
 bus-level tool calls, event watchers and a /healthz prober that proves the gateway answers during a run."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from bus.base import Bus, Subscription
 from bus.envelope import CommandPart, DataPart, Envelope, Kind, deadline_in
 from mads.core.settings import SandboxSection, Settings
 from tests.support.ecosystem import CORE_MADS, Running, ecosystem_settings, running
-from tests.support.wasm_cache import CompiledCache, seed_data_dir
+from tests.support.wasm_cache import CompiledCache
 
 T = TypeVar("T")
 
@@ -41,10 +41,13 @@ def sandbox_settings(
 async def sandbox_ecosystem(
     data_dir: Path, compiled: CompiledCache | None, settings: Settings
 ) -> AsyncIterator[Running]:
-    """Start the ecosystem on ``data_dir``; with ``compiled``, its wasm cache is pre-seeded (no compile)."""
-    if compiled is not None:
-        seed_data_dir(data_dir, compiled)
+    """Start the ecosystem on ``data_dir``; with ``compiled``, it uses the session's machine cache (no compile)."""
+    if compiled is not None and settings.sandbox.cache_dir is None:
+        section = settings.sandbox.model_copy(update={"cache_dir": compiled.path})
+        settings = settings.model_copy(update={"sandbox": section})
     async with running(settings) as eco:
+        if eco.host.sandbox is not None:
+            await eco.host.sandbox.ready()  # until then run_python answers "sandbox still starting"
         yield eco
 
 

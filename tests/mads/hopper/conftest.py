@@ -1,4 +1,4 @@
-"""Hopper's fixtures: the real ecosystem (core MADs + Hopper) with its wasm cache pre-seeded."""
+"""Hopper's fixtures: the real ecosystem (core MADs + Hopper) using the session's compiled-runtime cache."""
 
 from __future__ import annotations
 

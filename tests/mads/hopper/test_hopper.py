@@ -76,7 +76,8 @@ async def test_a_limit_hit_is_published_not_as_a_violation(hopper: Running) -> N
     finally:
         await limits.close()
     assert event["mad"] == "hopper" and event["tool"] == "run_python"
-    assert event["violation"] is False and event["conversation_id"] == "c1" and event["fuel_used"] > 0
+    assert event["violation"] is False and event["conversation_id"] == "c1"
+    assert event["fuel_used"] is None  # not counted after a timeout: no wrong figure in the event
 
 
 async def test_run_tests_counts_passes_and_failures(hopper: Running) -> None:

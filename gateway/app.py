@@ -28,6 +28,7 @@ from gateway.routes import alerts, api, metrics, pages, session, stream
 from gateway.security_headers import set_security_headers
 from gateway.server import GatewayRunner
 from gateway.state import STATE_KEY, GatewayState
+from gateway.storage_health import StorageHealth
 from mads.core.directory import Directory
 from mads.core.redaction import SecretRedactor
 from mads.core.settings import Settings
@@ -51,6 +52,7 @@ class Gateway:
             directory=directory,
             client=MadClient(bus, self.drain, settings.gateway.reply_timeout),
             drain=self.drain,
+            storage=StorageHealth(bus),
         )
         self.auth = AuthContext.build(settings.gateway, bus, AuthStore(auth_dir(data_dir)))
         self.app = self.build_app()

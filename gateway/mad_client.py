@@ -50,13 +50,20 @@ _STATUS_BY_CODE = {
     "access_denied": 403,
     "budget_exceeded": 429,
     "cancelled": 409,
+    "storage_unavailable": 503,
 }
+STORAGE_RETRY_AFTER_S = 30
+"""What ``Retry-After`` tells a client refused because a store cannot write (disk full, I/O error)."""
 
 
 def upstream_error(mad: str, error: ErrorInfo) -> ApiError:
-    """A MAD's error reply as an HTTP error carrying the MAD's code, message, fields and retryable flag."""
+    """A MAD's error reply as an HTTP error carrying the MAD's code, message, fields and retryable flag.
+
+    ``storage_unavailable`` (a store cannot write: nothing was stored) is 503 with ``Retry-After``.
+    """
     status = _STATUS_BY_CODE.get(error.code, 502)
-    return ApiError(status, error.code, f"{mad}: {error.message}", error.fields, retryable=error.retryable)
+    headers = {"Retry-After": str(STORAGE_RETRY_AFTER_S)} if error.code == "storage_unavailable" else None
+    return ApiError(status, error.code, f"{mad}: {error.message}", error.fields, headers, retryable=error.retryable)
 
 
 class MadClient:
@@ -154,10 +161,14 @@ class MadClient:
     async def send_message(self, conversation_id: str, text: str, *, principal: Principal) -> MessageResult:
         """Give a person's text to Grace, wait for her reply, make the exchange durable, return it.
 
-        Only the conversation's owner writes in it: another person gets 404 from Rogers (as if it
-        did not exist), an operator — who may read anyone's — gets 403.
+        Rogers refuses at once (``storage_unavailable``) when it cannot store messages, and ``sync``
+        fails unless both the message and the reply are stored: a message is acknowledged durable or
+        refused, never stored later. Only the conversation's owner writes in it: another person gets
+        404 from Rogers (as if it did not exist), an operator — who may read anyone's — gets 403.
         """
-        conversation = await self.conversation(conversation_id, principal=principal)
+        conversation = await self.call(
+            ROGERS, "get_conversation", {"conversation_id": conversation_id, "for_writing": True}, principal=principal
+        )
         if isinstance(conversation, dict) and conversation.get("owner") != principal.name:
             raise ApiError(
                 403, "forbidden", "this conversation is another person's: an operator may read it, not write in it"
@@ -182,7 +193,7 @@ class MadClient:
                     del self._turns[key]
         if reply.error is not None:
             raise upstream_error(GRACE, reply.error)
-        await self.call(ROGERS, "sync", {}, principal=principal)
+        await self.call(ROGERS, "sync", {"message_ids": [sent.id, reply.id]}, principal=principal)
         return MessageResult(
             conversation_id=conversation_id,
             message_id=sent.id,

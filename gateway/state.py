@@ -10,6 +10,7 @@ from bus.base import Bus
 from gateway.drain import Drain
 from gateway.mad_client import MadClient
 from gateway.outbox import Outbox
+from gateway.storage_health import StorageHealth
 from mads.core.directory import Directory
 from mads.core.settings import Settings
 
@@ -21,6 +22,7 @@ class GatewayState:
     directory: Directory
     client: MadClient
     drain: Drain
+    storage: StorageHealth
     sockets: dict[web.WebSocketResponse, Outbox] = field(default_factory=dict)
     """Open stream sockets and their outboxes, so stop can flush and close them."""
 

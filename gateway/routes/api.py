@@ -31,14 +31,16 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness plus a summary of the bus counters; never needs authentication."""
+    """Liveness, each store's state (``degraded`` when one cannot write) and the bus counters; no authentication."""
     state = state_of(request)
     stats = state.bus.stats()
     alive = sorted(e.mad for e in state.directory.latest() if e.alive)
+    stores, writable = await state.storage.report(set(alive))
     return web.json_response(
         {
-            "status": "draining" if state.drain.closing else "ok",
+            "status": "draining" if state.drain.closing else ("ok" if writable else "degraded"),
             "mads_alive": alive,
+            "storage": stores,
             "bus": {
                 "published": stats.published,
                 "delivered": stats.delivered,

@@ -220,3 +220,70 @@ async def schema_version(db: aiosqlite.Connection) -> int:
     async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+# ---- storage faults ------------------------------------------------------------------------
+
+_FAULTS = {
+    sqlite3.SQLITE_FULL: "disk_full",
+    sqlite3.SQLITE_IOERR: "io_error",
+    sqlite3.SQLITE_READONLY: "read_only",
+    sqlite3.SQLITE_CANTOPEN: "cannot_open",
+    sqlite3.SQLITE_CORRUPT: "corrupt",
+    sqlite3.SQLITE_NOTADB: "corrupt",
+}
+"""Primary result codes that mean the storage itself refuses, not a busy lock or a bad statement."""
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """``disk_full``, ``io_error``, ``read_only``, ``cannot_open`` or ``corrupt`` when ``exc`` says the
+    storage under a database cannot be written (or read) at all; ``None`` for any other error.
+
+    Such a fault does not go away by retrying at once: the caller fails the request now, with
+    :class:`StorageUnavailable`, instead of retrying behind the client's back. ``OSError`` with
+    ``ENOSPC``/``EROFS``/``EIO`` (creating a file, for instance) counts too.
+    """
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:
+            return None
+        return _FAULTS.get(code & 0xFF)
+    if isinstance(exc, OSError):
+        return {28: "disk_full", 30: "read_only", 5: "io_error"}.get(exc.errno or 0)
+    return None
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free (for an unprivileged writer) on the filesystem holding ``path`` (or its nearest parent)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.statvfs(probe)
+    return st.f_bavail * st.f_frsize
+
+
+def describe_bytes(n: int) -> str:
+    """``n`` bytes for a person: ``512 B``, ``12.3 KB``, ``4.0 MB``, ``1.2 GB``."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+class StorageUnavailable(Exception):
+    """A store cannot write (disk full, read-only, I/O error, damaged file): the request fails now.
+
+    ``fault`` is one of :func:`storage_fault`'s names; the message names the file and the free
+    space and never repeats stored content.
+    """
+
+    def __init__(self, path: Path, fault: str, detail: str) -> None:
+        self.path = path
+        self.fault = fault
+        try:
+            free = describe_bytes(free_bytes(path))
+        except OSError:
+            free = "unknown"
+        super().__init__(f"{path} cannot be written ({fault.replace('_', ' ')}: {detail}; {free} free)")

@@ -28,6 +28,7 @@ import json
 import logging
 import re
 from collections import OrderedDict
+from typing import Any
 
 from pydantic import JsonValue
 
@@ -37,6 +38,8 @@ from bus.ids import new_id
 from mads.core import names
 from mads.core.artifacts import ArtifactRef
 from mads.core.base import MAD, MadContext, RemoteError, ToolFailure
+from mads.core.sqlite import storage_fault
+from mads.core.store_health import STORAGE_TOPIC, HealthTracker, StorageEvent, StorageReport
 from mads.core.tools import Call, tool
 from mads.rogers.artifacts import ArtifactDamaged, ArtifactStore
 from mads.rogers.schemas import (
@@ -57,6 +60,7 @@ from mads.rogers.schemas import (
     SearchArgs,
     SearchResult,
     Stats,
+    SyncArgs,
     SyncResult,
 )
 from mads.rogers.search_query import to_fts_query
@@ -113,6 +117,13 @@ class Rogers(MAD[RogersConfig]):
         self._largest_batch = 0
         self._skipped = 0
         self._unstorable = 0
+        self.health = HealthTracker(
+            f"{self.name}/{self.config.db_filename}", self.store.path, low_space_bytes=self.config.low_space_bytes
+        )
+        self._refused = 0
+        self._refused_in_outage = 0
+        self._prober: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -134,6 +145,11 @@ class Rogers(MAD[RogersConfig]):
         if self._tap is not None:
             await self._tap.cancel()
             self._tap = None
+        for task in [self._prober, *self._background]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*[t for t in [self._prober, *self._background] if t is not None], return_exceptions=True)
+        self._prober = None
         await self.store.close()
         await self.artifacts.close()
 
@@ -234,6 +250,10 @@ class Rogers(MAD[RogersConfig]):
                 self._count = await self.store.append(records)
                 break
             except Exception as exc:
+                fault = storage_fault(exc)
+                if fault is not None:
+                    await self._refuse(batch, fault, exc)
+                    return
                 self._failures += 1
                 self._last_failure = f"{type(exc).__name__}: {exc}"
                 log.error("rogers could not store %d envelopes (retrying in %.1fs): %s", len(batch), delay, exc)
@@ -242,12 +262,92 @@ class Rogers(MAD[RogersConfig]):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
         self._last_failure = None
+        if not self.health.health.writable:
+            self._writing_again()
         self._batches += 1
         self._largest_batch = max(self._largest_batch, len(batch))
         self._committed = batch[-1][0]
         self._committed_id = batch[-1][1].id
         async with self._progress:
             self._progress.notify_all()
+
+    # ---- storage faults ----------------------------------------------------------------
+
+    async def _refuse(self, batch: list[tuple[int, Envelope]], fault: str, exc: BaseException) -> None:
+        """The storage refused the batch (disk full, read-only, I/O error): it is not stored, now or later.
+
+        Retrying would store these messages behind their senders' backs once space is freed, after
+        they were told their message failed; so the batch is dropped, counted, and ``sync`` fails at
+        once for every message in it (the gateway answers ``storage_unavailable``). The count is
+        published when writing resumes, so the audit trail records the gap.
+        """
+        self._refused += len(batch)
+        self._refused_in_outage += len(batch)
+        self.health.health.refused += len(batch)
+        error = f"{fault}: {exc}"
+        self._storage_failed(error)
+        log.error("rogers refused %d envelopes: %s cannot be written (%s)", len(batch), self.store.path, error)
+        self._committed = batch[-1][0]
+        async with self._progress:
+            self._progress.notify_all()
+
+    def _storage_failed(self, error: str) -> None:
+        """Mark the store unwritable; on the change, announce it and probe until it writes again."""
+        if self.health.failed(error):
+            event = self.health.event(f"{self.store.path} cannot be written: {error}")
+            self._spawn(self._emit_storage(event))
+            self._prober = asyncio.create_task(self._probe_until_writable())
+
+    def _writing_again(self) -> None:
+        if self.health.recovered():
+            refused, self._refused_in_outage = self._refused_in_outage, 0
+            event = self.health.event(
+                f"{self.store.path} is writable again; {refused} messages were refused while it was not",
+                refused=refused,
+            )
+            self._spawn(self._emit_storage(event))
+
+    async def _probe_until_writable(self) -> None:
+        """One tiny write every ``probe_interval_s`` until one commits (or a batch does)."""
+        while not self.health.health.writable:
+            await asyncio.sleep(self.config.probe_interval_s)
+            if self.health.health.writable:
+                break
+            try:
+                await self.store.probe()
+            except Exception as exc:
+                self.health.health.last_error = f"{storage_fault(exc) or type(exc).__name__}: {exc}"
+                continue
+            self._writing_again()
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _emit_storage(self, event: StorageEvent) -> None:
+        """Tell the gateway and McNamara (a separate task: the tap must never wait on its own bus)."""
+        try:
+            await self.emit(STORAGE_TOPIC, event.model_dump(mode="json"))
+        except Exception as exc:
+            log.error("rogers could not announce its storage state %s: %s", event.state, exc)
+
+    def _unavailable(self) -> ToolFailure:
+        health = self.health.health
+        return ToolFailure(
+            "storage_unavailable",
+            f"rogers cannot store messages now ({health.last_error or 'the store refused a write'}); "
+            "nothing was stored, try again later",
+            retryable=True,
+        )
+
+    def _write_failed(self, exc: BaseException) -> ToolFailure | None:
+        """A tool's write hit a storage fault: mark the store and answer storage_unavailable."""
+        fault = storage_fault(exc)
+        if fault is None:
+            return None
+        self._storage_failed(f"{fault}: {exc}")
+        return self._unavailable()
 
     async def _position_of(self, envelope_id: str) -> int:
         """The tap position of a request to Rogers, waiting for the tap to see it if need be."""
@@ -267,7 +367,7 @@ class Rogers(MAD[RogersConfig]):
             await self._progress.wait_for(lambda: self._committed >= position or self._failures > failures)
         if self._committed < position:
             raise ToolFailure(
-                "store_unavailable",
+                "storage_unavailable",
                 f"messages are not yet durable: {self._last_failure or 'the database refused a write'}",
                 retryable=True,
             )
@@ -278,7 +378,7 @@ class Rogers(MAD[RogersConfig]):
         "Wait until every message that crossed the bus before this call is durably stored, then return "
         "stored_through (id of the last stored message) and count (messages stored in total)."
     )
-    async def sync(self, args: NoArgs, call: Call) -> SyncResult:
+    async def sync(self, args: SyncArgs, call: Call) -> SyncResult:
         remaining = call.envelope.remaining()
         try:
             async with asyncio.timeout(remaining):
@@ -287,14 +387,29 @@ class Rogers(MAD[RogersConfig]):
             raise ToolFailure(
                 "timeout", "messages were not stored before the request's deadline", retryable=True
             ) from None
+        if args.message_ids:
+            missing = set(args.message_ids) - await self.store.stored_ids(args.message_ids)
+            if missing:
+                raise self._unavailable()
+        elif not self.health.health.writable:
+            raise self._unavailable()
         return SyncResult(stored_through=self._committed_id, count=self._count)
 
     @tool("Start a new conversation and return it (its id is what messages carry as conversation_id).")
     async def create_conversation(self, args: CreateConversationArgs, call: Call) -> Conversation:
         title = self._scrub(args.title) if args.title else args.title
-        return await self.store.create_conversation(
-            new_id(), title, args.created_by or call.sender, owner=call.principal.name
-        )
+        try:
+            created = await self.store.create_conversation(
+                new_id(), title, args.created_by or call.sender, owner=call.principal.name
+            )
+        except Exception as exc:
+            failure = self._write_failed(exc)
+            if failure is None:
+                raise
+            raise failure from None
+        if not self.health.health.writable:
+            self._writing_again()
+        return created
 
     @tool(
         "List your conversations, newest first, one page at a time (pass next_cursor back to get the next page). "
@@ -309,6 +424,8 @@ class Rogers(MAD[RogersConfig]):
         conversation = await self.store.get_conversation(args.conversation_id)
         await self._may_read(call, conversation, args.conversation_id, "get_conversation")
         assert conversation is not None
+        if args.for_writing and not self.health.health.writable:
+            raise self._unavailable()
         return conversation
 
     @tool(
@@ -416,6 +533,10 @@ class Rogers(MAD[RogersConfig]):
             raise ToolFailure("artifact_damaged", str(exc)) from None
         return ArtifactContent(artifact=ref, content_b64=base64.b64encode(content).decode())
 
+    @tool("The store's state: writable, free space, last write error, messages refused.", internal=True)
+    async def storage(self, args: NoArgs) -> StorageReport:
+        return StorageReport(stores=[await asyncio.to_thread(self.health.refresh)])
+
     @tool("Counts: messages and conversations stored, writes pending and batches committed.")
     async def stats(self, args: NoArgs) -> Stats:
         return Stats(
@@ -428,6 +549,7 @@ class Rogers(MAD[RogersConfig]):
             skipped=self._skipped,
             write_failures=self._failures,
             unstorable=self._unstorable,
+            refused=self._refused,
         )
 
 

@@ -44,6 +44,10 @@ class RogersConfig(BaseModel):
     """Globs of recipients never stored: stream deltas repeat the final reply; presence heartbeats are noise."""
     store_own_replies: bool = False
     """Rogers's replies are copies of what it already stores; storing them would copy every page read."""
+    probe_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """After a storage fault (disk full, read-only, I/O error), how often a tiny write checks whether it passed."""
+    low_space_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """Free space under which /healthz reports the store as low_space (it still writes)."""
 
 
 ConversationId = Field(min_length=1, max_length=64, pattern=CONVERSATION_ID_PATTERN)
@@ -78,6 +82,26 @@ class ListConversationsArgs(Args):
 
 class GetConversationArgs(Args):
     conversation_id: str = ConversationId
+    for_writing: bool = Field(
+        default=False,
+        description="Fail with storage_unavailable at once if messages cannot be stored now (before writing in it).",
+    )
+
+
+class SyncArgs(Args):
+    message_ids: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Ids of messages that must be stored: if one is not (its write was refused), sync fails.",
+    )
+
+    @field_validator("message_ids")
+    @classmethod
+    def _ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(ID_PATTERN, item):
+                raise ValueError("each message id must be a bus id")
+        return value
 
 
 class HistoryArgs(Args):
@@ -194,6 +218,8 @@ class Stats(BaseModel):
     skipped: int
     write_failures: int
     unstorable: int
+    refused: int = 0
+    """Envelopes whose write the storage refused (disk full, read-only, I/O error): not stored, never later."""
 
 
 def encode_conversation_cursor(created_at: str, conversation_id: str) -> str:

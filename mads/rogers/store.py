@@ -14,6 +14,7 @@ per batch) pays the fsync once per batch rather than once per message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -280,6 +281,29 @@ class ConversationStore:
             for i, c, s, r, k, t, snip in rows
         ]
 
+    async def probe(self) -> None:
+        """One tiny committed write: raises what the database raises when it cannot write."""
+        async with self._write_lock:
+            conn = self.writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute(
+                    "INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    (now(),),
+                )
+                await conn.execute("COMMIT")
+            except BaseException:
+                await _rollback(conn)
+                raise
+
+    async def stored_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored (committed and visible to readers)."""
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        async with self.reader.execute(f"SELECT id FROM messages WHERE id IN ({marks})", list(ids)) as cursor:
+            return {row[0] for row in await cursor.fetchall()}
+
     async def integrity_check(self) -> str:
         return str(await _scalar(self.reader, "PRAGMA integrity_check"))
 
@@ -328,5 +352,8 @@ async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:
+    """Roll back an open transaction; never raises (after a full disk SQLite may have rolled back already),
+    so the error the caller reports is the one that made the write fail."""
     if conn.in_transaction:
-        await conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            await conn.execute("ROLLBACK")

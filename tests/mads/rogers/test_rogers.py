@@ -378,7 +378,9 @@ async def test_tools_are_described_for_an_llm(bus: InMemoryBus, rogers: Rogers) 
         "attach_artifact",
         "list_artifacts",
         "read_artifact",
+        "storage",
     }
+    assert descriptors["storage"].get("internal") is True
     llm_tools = {name for name, t in rogers.tools().items() if t.for_llm}
     assert "read_artifact" not in llm_tools and "attach_artifact" not in llm_tools and "list_artifacts" in llm_tools
     for descriptor in descriptors.values():

@@ -132,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from mads.core.sqlite import storage_failure
+
+        line = storage_failure(exc, Path(getattr(args, "data_dir", None) or "data"))
+        if line is None:
+            raise
+        print(f"storage error: {line}", file=sys.stderr)
+        return 3
     except KeyError as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

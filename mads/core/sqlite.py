@@ -107,14 +107,19 @@ async def open_db(
     ``autocommit`` (``isolation_level=None``) is for stores that write explicit transactions;
     without it sqlite3 opens transactions implicitly and the store calls ``commit()``.
     The busy timeout is set first so that switching to WAL waits for a concurrent opener.
-    ``pragmas`` are extra ``PRAGMA`` bodies such as ``"foreign_keys=ON"``.
+    ``pragmas`` are extra ``PRAGMA`` bodies such as ``"foreign_keys=ON"``. A storage fault
+    (full disk, read-only, I/O error) raises :class:`StorageUnavailable` naming the file.
     """
-    await asyncio.to_thread(prepare_db_file, path)
     extra = [f"synchronous={synchronous}"] if synchronous is not None else []
-    return await _configured(
-        _connect(path, autocommit=autocommit),
-        [f"busy_timeout={int(busy_timeout_ms)}", "journal_mode=WAL", *extra, *pragmas],
-    )
+    try:
+        await asyncio.to_thread(prepare_db_file, path)
+        return await _configured(
+            _connect(path, autocommit=autocommit),
+            [f"busy_timeout={int(busy_timeout_ms)}", "journal_mode=WAL", *extra, *pragmas],
+        )
+    except (sqlite3.Error, OSError) as exc:
+        raise_if_storage_fault(path, exc)
+        raise
 
 
 async def open_readonly(
@@ -287,3 +292,40 @@ class StorageUnavailable(Exception):
         except OSError:
             free = "unknown"
         super().__init__(f"{path} cannot be written ({fault.replace('_', ' ')}: {detail}; {free} free)")
+
+
+def raise_if_storage_fault(path: Path, exc: BaseException) -> None:
+    """Raise :class:`StorageUnavailable` for ``path`` if ``exc`` (or its cause) is a storage fault (else return)."""
+    fault = storage_fault(exc)
+    if fault is None and exc.__cause__ is not None:
+        exc = exc.__cause__
+        fault = storage_fault(exc)
+    if fault is not None:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StorageUnavailable(path, fault, detail) from exc
+
+
+def storage_failure(exc: BaseException, fallback: Path) -> str | None:
+    """One line for a person when ``exc`` (or what caused it) is a storage fault; ``None`` otherwise.
+
+    Used where start-up fails: ``<path> cannot be written (disk full: …; 0 B free)``, naming the
+    file when the error knows it and ``fallback`` (the data directory) when it does not.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, StorageUnavailable):
+            return str(current)
+        fault = storage_fault(current)
+        if fault is not None:
+            where = Path(current.filename) if isinstance(current, OSError) and current.filename else fallback
+            detail = current.strerror if isinstance(current, OSError) and current.strerror else str(current)
+            return str(StorageUnavailable(where, fault, detail))
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None

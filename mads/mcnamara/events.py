@@ -36,6 +36,7 @@ from bus.topics import (
     ValidationFailure,
 )
 from mads.core.audit_trail import AuditEvent, AuditEventType, AuditOutcome, canonical_json
+from mads.core.store_health import STORAGE_TOPIC, StorageEvent
 from mads.mcnamara.rules import SELF, mad_name
 from mads.mcnamara.schemas import LlmCallView, SandboxNotice, UrlRefusal
 
@@ -65,6 +66,7 @@ class EventMapper:
             CONFIG_CHANGE: (ConfigChange, self._config_change),
             SECURITY: (SecurityAction, self._security),
             MAD_FAULT: (MadFault, self._mad_fault),
+            STORAGE_TOPIC: (StorageEvent, self._storage),
         }
 
     def to_audit_event(self, envelope: Envelope) -> AuditEvent | None:
@@ -198,6 +200,20 @@ class EventMapper:
         assert isinstance(e, MadFault)
         details: dict[str, JsonValue] = {"envelope_id": e.envelope_id, "tool": e.tool, "mad": e.mad}
         return self._event(AuditEventType.MAD_FAULT, envelope.sender, e.error_type, F, details)
+
+    def _storage(self, envelope: Envelope, e: BaseModel) -> AuditEvent:
+        """A store's state changed: ``storage.<state>`` (``storage.writable`` carries how many messages were
+        refused while it could not write, so the gap is in the trail)."""
+        assert isinstance(e, StorageEvent)
+        details: dict[str, JsonValue] = {
+            "store": e.store,
+            "path": e.path,
+            "message": e.message,
+            "free_bytes": e.free_bytes,
+            **e.details,
+        }
+        outcome = S if e.state in ("writable", "low_space") else F
+        return self._event(f"storage.{e.state}", envelope.sender, e.state, outcome, details)
 
 
 def _without_credentials(url: str) -> str:

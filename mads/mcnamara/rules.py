@@ -9,7 +9,9 @@ Rules, each a :class:`Threshold` in :class:`RulesConfig`:
 - ``auth_failures``: failed or denied ``auth.*`` events from one IP → block the IP;
 - ``secret_denials``: ``secret.denied`` events for one actor → alert;
 - ``validation_failures``: ``validation.failure`` events from one MAD → quarantine it;
-- ``sandbox_violations``: ``sandbox.violation`` events from one MAD → alert.
+- ``sandbox_violations``: ``sandbox.violation`` events from one MAD → alert;
+- ``storage_faults``: a store that cannot write, is damaged or lost acknowledged messages
+  (``storage.unwritable``/``damaged``/``lost``) → a critical alert naming the file.
 
 Once a rule fires for a subject, further matches within its cooldown are
 *repeats* (the alert's count goes up; nothing new is enforced).
@@ -26,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from mads.core import names
 from mads.core.audit_trail import AuditEvent, AuditEventType, AuditOutcome
 
-RuleName = Literal["auth_failures", "secret_denials", "validation_failures", "mad_faults", "sandbox_violations"]
+RuleName = Literal[
+    "auth_failures", "secret_denials", "validation_failures", "mad_faults", "sandbox_violations", "storage_faults"
+]
 Severity = Literal["info", "warning", "high", "critical"]
 VerdictAction = Literal["block_ip", "quarantine", "alert"]
 
@@ -58,6 +62,8 @@ class RulesConfig(BaseModel):
     mad_faults: Threshold = Threshold(count=5, window_s=60, cooldown_s=600)
     """A MAD's own handler crashing (its code, not an LLM's output): quarantine the MAD."""
     sandbox_violations: Threshold = Threshold(count=1, window_s=60, cooldown_s=300)
+    storage_faults: Threshold = Threshold(count=1, window_s=60, cooldown_s=300)
+    """One storage fault is enough: a store that cannot write refuses messages until someone acts."""
     never_quarantine: frozenset[str] = Field(
         default=frozenset({"gateway", "user", "bus", "directory"}),
         description="MAD names (the part of a sender address before the first dot) never quarantined",
@@ -86,7 +92,9 @@ _ACTIONS: dict[RuleName, tuple[VerdictAction, Severity]] = {
     "validation_failures": ("alert", "warning"),
     "mad_faults": ("quarantine", "critical"),
     "sandbox_violations": ("alert", "warning"),
+    "storage_faults": ("alert", "critical"),
 }
+_STORAGE_FAULTS = frozenset({"storage.unwritable", "storage.damaged", "storage.lost"})
 
 _AUTH_TYPES = frozenset({AuditEventType.AUTH_LOGIN, AuditEventType.AUTH_TOKEN_USE, AuditEventType.AUTH_DENIED})
 
@@ -124,6 +132,9 @@ class RulesEngine:
             return "mad_faults", mad
         if kind == AuditEventType.SANDBOX_VIOLATION:
             return "sandbox_violations", mad_name(event.actor)
+        if kind in _STORAGE_FAULTS:
+            path = event.details.get("path")
+            return ("storage_faults", f"{path} ({kind.removeprefix('storage.')})") if isinstance(path, str) else None
         return None
 
     def observe(self, event: AuditEvent, now: datetime) -> Verdict | None:
@@ -182,6 +193,7 @@ class RulesEngine:
             ),
             "mad_faults": f"MAD {subject} crashed {threshold.count} times within {threshold.window_s:g}s",
             "sandbox_violations": f"sandbox violation by {subject}",
+            "storage_faults": f"storage fault: {subject}",
         }
         return Verdict(
             rule=rule,

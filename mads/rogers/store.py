@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from mads.core.sqlite import prepare_db_file
+from mads.core.sqlite import prepare_db_file, raise_if_storage_fault
 from mads.rogers.migrations import MIGRATIONS, Migration, migrate
 from mads.rogers.schemas import (
     Conversation,
@@ -90,6 +90,14 @@ class ConversationStore:
         self.schema_version = 0
 
     async def open(self, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        """Open (creating and migrating) the file; a full disk or I/O error raises ``StorageUnavailable``."""
+        try:
+            await self._open(migrations)
+        except Exception as exc:
+            raise_if_storage_fault(self.path, exc)
+            raise
+
+    async def _open(self, migrations: Sequence[Migration]) -> None:
         # The file exists (0600) before SQLite opens it: SQLite gives -wal and -shm the database's mode.
         await asyncio.to_thread(prepare_db_file, self.path)
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)

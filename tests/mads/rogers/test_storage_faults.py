@@ -7,15 +7,20 @@ ENOSPC from the kernel.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 from mads.core import names
+from mads.mcnamara import McNamara
 from mads.rogers import Rogers
-from tests.support.ecosystem import Running, ecosystem_settings, running
+from tests.support.ecosystem import CORE_MADS, Running, ecosystem_settings, running
 from tests.support.llm_server import ScriptedLLM, echo_last_user
 from tests.support.small_disk import small_filesystem
 from tests.support.waiting import eventually, eventually_async
 
+ROOT = Path(__file__).resolve().parents[3]
 BIG = 90_000
 """A message this long (and its echoed reply) needs new WAL pages, so a full disk refuses it."""
 
@@ -39,7 +44,12 @@ async def test_disk_full_refuses_at_once_and_never_stores_later(tmp_path: Path, 
     data = tmp_path / "data"
     llm_server.respond_with(echo_last_user)
     with small_filesystem(data / names.ROGERS, size_mb=8) as disk:
-        settings = ecosystem_settings(data, llm_server.base_url, sections={"rogers": {"probe_interval_s": 0.05}})
+        settings = ecosystem_settings(
+            data,
+            llm_server.base_url,
+            mads=[*CORE_MADS, names.MCNAMARA],
+            sections={"rogers": {"probe_interval_s": 0.05}},
+        )
         async with running(settings) as eco:
             cid = await eco.new_conversation("disk full")
             await eco.say(cid, "before the disk filled")
@@ -61,6 +71,14 @@ async def test_disk_full_refuses_at_once_and_never_stores_later(tmp_path: Path, 
             assert health["status"] == "degraded", health
             store = next(s for s in health["storage"] if s["store"] == "rogers/conversations.db")
             assert store["writable"] is False and "disk_full" in store["last_error"]
+            db_path = str(data / names.ROGERS / "conversations.db")
+
+            async def alerted() -> bool:
+                alerts = (await eco.get("/api/alerts"))[1]["alerts"]
+                return any(a["rule"] == "storage_faults" and db_path in a["subject"] for a in alerts)
+
+            await eventually_async(alerted, what="McNamara's storage alert naming the file")
+
             disk.free()
             rogers = _rogers(eco)
             await eventually(lambda: rogers.health.health.writable, what="rogers writable again")
@@ -75,3 +93,40 @@ async def test_disk_full_refuses_at_once_and_never_stores_later(tmp_path: Path, 
                 return (await eco.get("/healthz"))[1]["status"] == "ok"
 
             await eventually_async(healthy, what="/healthz ok again")
+
+            # The trail records the gap: how many messages were refused while the store could not write.
+            mcnamara = eco.host.mads[names.MCNAMARA]
+            assert isinstance(mcnamara, McNamara)
+
+            async def gap_recorded() -> bool:
+                records = await mcnamara.trail.query(event_types=["storage.writable", "storage.low_space"])
+                return any(r.details.get("refused", 0) >= 1 for r in records)
+
+            await eventually_async(gap_recorded, what="storage.writable record with the refused count")
+            assert (await mcnamara.trail.verify()).ok
+
+
+async def test_start_on_a_full_disk_prints_one_line_naming_the_file(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "disk", size_mb=2) as disk:
+        disk.fill()
+        data = disk.mount_point / "data"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "ecosystem.py"),
+            "--data-dir",
+            str(data),
+            "--port",
+            "0",
+            "--mads",
+            names.ROGERS,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "MAD_LOG_LEVEL": "WARNING"},
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 3, err.decode()
+    lines = [line for line in err.decode().splitlines() if not line.startswith("{")]
+    assert lines == [lines[0]] and lines[0].startswith("storage error: "), lines
+    assert str(data / names.ROGERS / "conversations.db") in lines[0]
+    assert "disk full" in lines[0] and "B free" in lines[0]
+    assert "Traceback" not in err.decode()

@@ -27,7 +27,9 @@ import fnmatch
 import json
 import logging
 import re
+import sqlite3
 from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import JsonValue
@@ -64,7 +66,7 @@ from mads.rogers.schemas import (
     SyncResult,
 )
 from mads.rogers.search_query import to_fts_query
-from mads.rogers.store import ConversationStore, MessageRecord, timestamp
+from mads.rogers.store import ConversationStore, MessageRecord, StoreDamaged, timestamp
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +126,18 @@ class Rogers(MAD[RogersConfig]):
         self._refused_in_outage = 0
         self._prober: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._damaged_ids: set[str] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def on_start(self) -> None:
         await self.store.open()
         await self.artifacts.open()
-        self._count = await self.store.message_count()
+        try:
+            self._count = await self.store.message_count()
+        except sqlite3.DatabaseError as exc:
+            self._found_damage([], f"the message count cannot be read ({exc})")
+        self._spawn(self._quick_check())
         self._tap = await self.bus.wiretap_batches(
             self._observe, batch=self.config.batch_max, mailbox=self.config.queue_max, group=self.name
         )
@@ -332,6 +339,29 @@ class Rogers(MAD[RogersConfig]):
         except Exception as exc:
             log.error("rogers could not announce its storage state %s: %s", event.state, exc)
 
+    def _found_damage(self, ids: list[str], what: str) -> None:
+        """Damaged rows (or a damaged file) found: counted, logged and announced once per row, naming the file."""
+        new = [i for i in ids if i not in self._damaged_ids]
+        if ids and not new:
+            return
+        self._damaged_ids.update(new)
+        self.health.health.damaged += len(new)
+        self.health.health.state = "damaged"
+        self.health.health.last_error = f"damaged: {what}"
+        self.health.health.last_error_at = datetime.now(UTC)
+        log.error("rogers found damage in %s: %s (%s)", self.store.path, what, ", ".join(new[:20]))
+        event = self.health.event(f"{self.store.path} is damaged: {what}", messages=new[:100])
+        self._spawn(self._emit_storage(event))
+
+    async def _quick_check(self) -> None:
+        """SQLite's quick_check of the whole file (in the background: start-up does not wait for it)."""
+        try:
+            problems = await self.store.quick_check()
+        except Exception as exc:
+            problems = [f"{type(exc).__name__}: {exc}"]
+        if problems:
+            self._found_damage([], f"quick_check: {'; '.join(problems[:5])}")
+
     def _unavailable(self) -> ToolFailure:
         health = self.health.health
         return ToolFailure(
@@ -436,7 +466,18 @@ class Rogers(MAD[RogersConfig]):
         conversation = await self.store.get_conversation(args.conversation_id, participants=False)
         await self._may_read(call, conversation, args.conversation_id, "history")
         limit = min(args.limit, self.config.page_max)
-        return await self.store.history(args.conversation_id, args.cursor, limit, args.direction)
+        try:
+            page = await self.store.history(args.conversation_id, args.cursor, limit, args.direction)
+        except StoreDamaged as exc:
+            self._found_damage([], str(exc))
+            raise ToolFailure(
+                "storage_damaged",
+                f"{self.health.health.store} is damaged where this conversation is stored; an operator was alerted",
+            ) from None
+        damaged = [m.id for m in page.messages if m.damaged]
+        if damaged:
+            self._found_damage(damaged, f"{len(damaged)} messages fail their checksum or cannot be read")
+        return page
 
     @tool(
         "Full-text search over what was said in your conversations (all words must match; best matches first), "

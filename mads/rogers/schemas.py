@@ -178,6 +178,8 @@ class Message(BaseModel):
     created_at: str
     text: str
     envelope: JsonValue
+    damaged: bool = False
+    """The stored row fails its checksum or cannot be read: only its id is given, nothing it holds."""
 
 
 class MessagePage(BaseModel):

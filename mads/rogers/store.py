@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from mads.core.sqlite import prepare_db_file, raise_if_storage_fault
-from mads.rogers.migrations import MIGRATIONS, Migration, migrate
+from mads.rogers.migrations import MIGRATIONS, Migration, current_version, migrate
 from mads.rogers.schemas import (
     Conversation,
     ConversationPage,
@@ -71,11 +72,48 @@ class StoreError(Exception):
     """The store is not open or the database refused an operation."""
 
 
+class StoreDamaged(StoreError):
+    """Part of the file cannot be read; names the file, never what it holds."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is damaged: {what}; run `ecosystem.py storage check`")
+
+
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, sender, recipient, kind, correlation_id, created_at, stored_at,"
-    " text, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+    " text, envelope, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
-_MESSAGE_COLUMNS = "id, conversation_id, sender, recipient, kind, correlation_id, created_at, text, envelope"
+_MESSAGE_COLUMNS = "id, conversation_id, sender, recipient, kind, correlation_id, created_at, text, envelope, checksum"
+_BACKFILL_CHUNK = 2000
+
+
+def message_checksum(
+    message_id: object,
+    conversation_id: object,
+    sender: object,
+    recipient: object,
+    kind: object,
+    correlation_id: object,
+    created_at: object,
+    text: object,
+    envelope: object,
+) -> str:
+    """SHA-256 (hex) over a message's stored fields, in order, as compact JSON."""
+    body = json.dumps(
+        [message_id, conversation_id, sender, recipient, kind, correlation_id, created_at, text, envelope],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _record_checksum(r: MessageRecord) -> str:
+    return message_checksum(
+        r.id, r.conversation_id, r.sender, r.recipient, r.kind, r.correlation_id, r.created_at, r.text, r.envelope_json
+    )
+
+
 _CONVERSATION_COLUMNS = "id, title, created_at, updated_at, created_by, message_count, owner"
 
 
@@ -108,7 +146,10 @@ class ConversationStore:
                 raise StoreError(f"cannot put {self.path.name} in WAL mode (got {mode!r})")
             await _pragma(self._writer, "synchronous = FULL")
             await _pragma(self._writer, "foreign_keys = ON")
+            before = await current_version(self._writer)
             self.schema_version = await migrate(self._writer, migrations)
+            if before < 5 <= self.schema_version:
+                await self._backfill_checksums()
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await _pragma(self._reader, f"busy_timeout = {BUSY_TIMEOUT_MS}")
             await _pragma(self._reader, "query_only = ON")
@@ -116,6 +157,27 @@ class ConversationStore:
             await self.close()
             raise
         self.path.chmod(0o600)
+
+    async def _backfill_checksums(self) -> None:
+        """Give rows stored before checksums existed theirs, a chunk per transaction."""
+        conn = self.writer
+        while True:
+            async with conn.execute(
+                f"SELECT seq, {_MESSAGE_COLUMNS} FROM messages WHERE checksum IS NULL LIMIT ?", (_BACKFILL_CHUNK,)
+            ) as cursor:
+                rows = list(await cursor.fetchall())
+            if not rows:
+                return
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.executemany(
+                    "UPDATE messages SET checksum = ? WHERE seq = ?",
+                    [(message_checksum(*row[1:10]), row[0]) for row in rows],
+                )
+                await conn.execute("COMMIT")
+            except BaseException:
+                await _rollback(conn)
+                raise
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
@@ -152,6 +214,7 @@ class ConversationStore:
                 stored_at,
                 r.text,
                 r.envelope_json,
+                _record_checksum(r),
             )
             for r in records
         ]
@@ -246,22 +309,74 @@ class ConversationStore:
     async def history(
         self, conversation_id: str, cursor: str | None, limit: int, direction: Literal["forward", "backward"]
     ) -> MessagePage:
-        """Keyset paging by message id: each page starts strictly after the previous page's last id."""
+        """Keyset paging by message id: each page starts strictly after the previous page's last id.
+
+        Every row's checksum is verified: a row that fails it, or cannot be read at all (a damaged
+        page of the file), comes back as ``damaged`` with only its id, and the rest of the page is
+        returned; one damaged row never makes a conversation unreadable.
+        """
         forward = direction == "forward"
-        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?"
+        where = "conversation_id = ?"
         params: list[Any] = [conversation_id]
         if cursor is not None:
-            sql += " AND id > ?" if forward else " AND id < ?"
+            where += " AND id > ?" if forward else " AND id < ?"
             params.append(cursor)
-        sql += f" ORDER BY id {'ASC' if forward else 'DESC'} LIMIT ?"
+        order = f"ORDER BY id {'ASC' if forward else 'DESC'} LIMIT ?"
         params.append(limit + 1)
-        async with self.reader.execute(sql, params) as result:
-            rows = list(await result.fetchall())
+        try:
+            async with self.reader.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {where} {order}", params
+            ) as result:
+                rows: list[tuple[Any, ...] | str] = list(await result.fetchall())
+        except sqlite3.DatabaseError:
+            rows = await self._rows_one_by_one(where, order, params)
         messages = await asyncio.to_thread(_messages, rows[:limit])
         next_cursor = messages[-1].id if len(rows) > limit else None
         return MessagePage(
             conversation_id=conversation_id, direction=direction, messages=messages, next_cursor=next_cursor
         )
+
+    async def _rows_one_by_one(self, where: str, order: str, params: list[Any]) -> list[tuple[Any, ...] | str]:
+        """The page read through the (conversation, id) index, each row fetched alone: a row that cannot
+        be read is given as its id only. If even the index cannot be read, the store is damaged there."""
+        try:
+            async with self.reader.execute(
+                f"SELECT id FROM messages INDEXED BY messages_conversation WHERE {where} {order}", params
+            ) as result:
+                ids = [row[0] for row in await result.fetchall()]
+        except sqlite3.DatabaseError as exc:
+            raise StoreDamaged(self.path, "the conversation's index cannot be read") from exc
+        rows: list[tuple[Any, ...] | str] = []
+        for message_id in ids:
+            try:
+                async with self.reader.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+                ) as result:
+                    row = await result.fetchone()
+            except sqlite3.DatabaseError:
+                row = None
+            rows.append(tuple(row) if row is not None else str(message_id))
+        return rows
+
+    async def verify_checksums(self, chunk: int = 5000) -> list[str]:
+        """Every message whose row fails its checksum or cannot be read (ids, or seq numbers as text)."""
+        bad: list[str] = []
+        last = 0
+        while True:
+            try:
+                async with self.reader.execute(
+                    f"SELECT seq, {_MESSAGE_COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", (last, chunk)
+                ) as result:
+                    rows = list(await result.fetchall())
+            except sqlite3.DatabaseError:
+                bad.append(f"rows after seq {last} (unreadable)")
+                return bad
+            if not rows:
+                return bad
+            for row in rows:
+                if _damaged(row[1:]):
+                    bad.append(str(row[1]))
+            last = rows[-1][0]
 
     async def search(
         self, fts_query: str, conversation_id: str | None, limit: int, owner: str | None = None
@@ -315,6 +430,12 @@ class ConversationStore:
     async def integrity_check(self) -> str:
         return str(await _scalar(self.reader, "PRAGMA integrity_check"))
 
+    async def quick_check(self) -> list[str]:
+        """SQLite's ``quick_check`` (structure without index contents: linear in file size); ``[]`` when ok."""
+        async with self.reader.execute("PRAGMA quick_check(20)") as cursor:
+            found = [str(row[0]) for row in await cursor.fetchall()]
+        return [] if found == ["ok"] else found
+
 
 def _conversation(row: sqlite3.Row | tuple[Any, ...]) -> Conversation:
     cid, title, created_at, updated_at, created_by, count, owner = row
@@ -329,22 +450,60 @@ def _conversation(row: sqlite3.Row | tuple[Any, ...]) -> Conversation:
     )
 
 
-def _messages(rows: Sequence[tuple[Any, ...]]) -> list[Message]:
-    """Rows to messages, parsing each stored envelope (CPU work: called in a thread)."""
-    return [
-        Message(
-            id=mid,
-            conversation_id=cid,
-            sender=sender,
-            recipient=recipient,
-            kind=kind,
-            correlation_id=corr,
-            created_at=created,
-            text=text,
-            envelope=json.loads(envelope),
+def _damaged(row: Sequence[Any]) -> bool:
+    """True when a stored message row does not match its checksum (or has none, or is not valid JSON)."""
+    *fields, checksum = row
+    if checksum is None or message_checksum(*fields) != checksum:
+        return True
+    try:
+        json.loads(fields[8])
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def _messages(rows: Sequence[tuple[Any, ...] | str]) -> list[Message]:
+    """Rows to messages, each verified against its checksum (CPU work: called in a thread).
+
+    A row that fails (or could not be read: given as its id) becomes a ``damaged`` placeholder
+    carrying its id only, so no changed or unreadable content is ever returned or echoed.
+    """
+    messages = []
+    for row in rows:
+        if isinstance(row, str) or _damaged(row):
+            message_id = row if isinstance(row, str) else str(row[0])
+            messages.append(_damaged_message(message_id))
+            continue
+        mid, cid, sender, recipient, kind, corr, created, text, envelope, _ = row
+        messages.append(
+            Message(
+                id=mid,
+                conversation_id=cid,
+                sender=sender,
+                recipient=recipient,
+                kind=kind,
+                correlation_id=corr,
+                created_at=created,
+                text=text,
+                envelope=json.loads(envelope),
+            )
         )
-        for mid, cid, sender, recipient, kind, corr, created, text, envelope in rows
-    ]
+    return messages
+
+
+def _damaged_message(message_id: str) -> Message:
+    return Message(
+        id=message_id,
+        conversation_id=None,
+        sender="",
+        recipient="",
+        kind="damaged",
+        correlation_id=None,
+        created_at="",
+        text="",
+        envelope=None,
+        damaged=True,
+    )
 
 
 async def _pragma(conn: aiosqlite.Connection, pragma: str) -> Any:

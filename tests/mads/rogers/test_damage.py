@@ -41,6 +41,12 @@ def _envelope_offset(db: Path, marker: str) -> int:
     return offset + len('"text":"')
 
 
+def _overwrite(path: Path, offset: int, data: bytes) -> None:
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
 class Events:
     def __init__(self) -> None:
         self.values: list[dict] = []
@@ -62,9 +68,7 @@ async def test_a_changed_letter_is_reported_not_returned(bus: InMemoryBus, tmp_p
     cid, published = await _fill(bus, tmp_path, texts)
     db = tmp_path / "rogers" / "conversations.db"
     offset = _envelope_offset(db, "the original wording zebra") + len("the original wording ")
-    with open(db, "r+b") as fh:  # "zebra" becomes "Zebra": same length, SQLite's structure intact
-        fh.seek(offset)
-        fh.write(b"Z")
+    _overwrite(db, offset, b"Z")  # "zebra" becomes "Zebra": same length, SQLite's structure intact
 
     events = Events()
     rogers = await _restart(bus, tmp_path, events)
@@ -90,9 +94,7 @@ async def test_a_damaged_page_marks_its_row_and_the_rest_is_read(bus: InMemoryBu
     db = tmp_path / "rogers" / "conversations.db"
     offset = _envelope_offset(db, "row06 ")
     page_start = offset - offset % PAGE
-    with open(db, "r+b") as fh:
-        fh.seek(page_start)
-        fh.write(b"\xff" * 12)  # the b-tree page header: not a page SQLite can read
+    _overwrite(db, page_start, b"\xff" * 12)  # the b-tree page header: not a page SQLite can read
 
     events = Events()
     rogers = await _restart(bus, tmp_path, events)

@@ -28,7 +28,7 @@ from mads.core.settings import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from mad_ecosystem.app import Ecosystem
 
-SUBCOMMAND_MODULES = ["mads.admin.secrets", "mads.admin.audit", "gateway.cli"]
+SUBCOMMAND_MODULES = ["mads.admin.secrets", "mads.admin.audit", "mads.admin.storage", "gateway.cli"]
 """Modules offering ``register(subparsers)``; each adds its own subcommands."""
 
 

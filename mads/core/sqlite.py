@@ -329,3 +329,55 @@ def storage_failure(exc: BaseException, fallback: Path) -> str | None:
             pending.extend(current.exceptions)
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
     return None
+
+
+# ---- checks and backups ----------------------------------------------------------------------
+
+
+def check_file(path: Path, *, quick: bool = False) -> list[str]:
+    """SQLite's ``integrity_check`` (or the faster ``quick_check``) of one file, read-only; ``[]`` when ok.
+
+    Blocking: call it in a thread. A file SQLite cannot open at all is reported as a problem.
+    """
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [f"cannot open: {exc}"]
+    try:
+        rows = conn.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}(50)").fetchall()
+    except sqlite3.Error as exc:
+        return [f"{type(exc).__name__}: {exc}"]
+    finally:
+        conn.close()
+    found = [str(row[0]) for row in rows]
+    return [] if found == ["ok"] else found
+
+
+def backup_file(source: Path, target: Path) -> None:
+    """A consistent copy of a live database with SQLite's online backup API (blocking: use a thread).
+
+    One step (``pages=-1``) inside one read transaction: under WAL the writers keep writing while
+    it runs, and the copy is the database as of that transaction's start, whole. The copy is
+    written beside ``target``, fsynced, then renamed into place (0600), so a crash never leaves a
+    half-written file under the final name.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    prepare_db_file(partial)
+    src = sqlite3.connect(source, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000)
+    try:
+        dst = sqlite3.connect(partial)
+        try:
+            src.backup(dst, pages=-1)
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(partial, target)

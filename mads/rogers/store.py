@@ -358,26 +358,6 @@ class ConversationStore:
             rows.append(tuple(row) if row is not None else str(message_id))
         return rows
 
-    async def verify_checksums(self, chunk: int = 5000) -> list[str]:
-        """Every message whose row fails its checksum or cannot be read (ids, or seq numbers as text)."""
-        bad: list[str] = []
-        last = 0
-        while True:
-            try:
-                async with self.reader.execute(
-                    f"SELECT seq, {_MESSAGE_COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", (last, chunk)
-                ) as result:
-                    rows = list(await result.fetchall())
-            except sqlite3.DatabaseError:
-                bad.append(f"rows after seq {last} (unreadable)")
-                return bad
-            if not rows:
-                return bad
-            for row in rows:
-                if _damaged(row[1:]):
-                    bad.append(str(row[1]))
-            last = rows[-1][0]
-
     async def search(
         self, fts_query: str, conversation_id: str | None, limit: int, owner: str | None = None
     ) -> list[SearchHit]:
@@ -448,6 +428,34 @@ def _conversation(row: sqlite3.Row | tuple[Any, ...]) -> Conversation:
         message_count=count,
         owner=owner,
     )
+
+
+def damaged_messages(path: Path, chunk: int = 5000) -> tuple[int, list[str]]:
+    """Read every stored message of ``path`` (read-only) and verify its checksum (blocking: use a thread).
+
+    Returns how many rows were read and the ids of those that fail, plus a note naming the
+    sequence number after which rows could not be read at all, if the file is damaged there.
+    """
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    checked, bad, last = 0, [], 0
+    try:
+        while True:
+            try:
+                rows = conn.execute(
+                    f"SELECT seq, {_MESSAGE_COLUMNS} FROM messages WHERE seq > ? ORDER BY seq LIMIT ?", (last, chunk)
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                bad.append(f"rows after seq {last} cannot be read ({exc})")
+                return checked, bad
+            if not rows:
+                return checked, bad
+            for row in rows:
+                checked += 1
+                if _damaged(row[1:]):
+                    bad.append(str(row[1]))
+            last = rows[-1][0]
+    finally:
+        conn.close()
 
 
 def _damaged(row: Sequence[Any]) -> bool:

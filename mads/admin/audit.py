@@ -4,7 +4,8 @@ Opens the trail file directly (SQLite WAL lets it sit next to a running ecosyste
 so it works when the ecosystem is down — exactly when an operator may need to check
 that nobody rewrote history.
 
-    audit verify            exit 0 if the chain is intact, 1 naming the first bad record
+    audit verify            exit 0 if the chain is intact, 1 naming the first bad record, or listing
+                            the gaps the trail recorded (records lost while it could not write)
     audit tail [-n N]       the last N records (sensitive values are stored only as HMACs)
     audit alerts [--all]    open security alerts (with --all, acknowledged ones too)
 
@@ -102,6 +103,20 @@ async def _read_trail(db: Path, args: argparse.Namespace) -> int:
 
 async def _verify(trail: AuditTrail, anchor: ChainHead | None) -> int:
     report = await trail.verify(expected_head=anchor)
+    if report.ok and report.gaps:
+        lost = sum(g.lost for g in report.gaps)
+        print(
+            f"audit trail chain intact ({report.records_checked} records) but it has {len(report.gaps)} recorded "
+            f"gaps, {lost} records lost:",
+            file=sys.stderr,
+        )
+        for gap in report.gaps:
+            types = ", ".join(f"{k} x{v}" for k, v in gap.event_types.items())
+            print(
+                f"  gap at record {gap.seq}: {gap.lost} lost from {gap.first_at} to {gap.last_at} ({types})",
+                file=sys.stderr,
+            )
+        return 1
     if report.ok:
         print(f"audit trail intact: {report.records_checked} records, head {report.head.seq} {report.head.hash}")
         return 0

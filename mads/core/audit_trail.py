@@ -20,7 +20,10 @@ Every other string in the details (keys too), the actor and the action then pass
 under an innocent key is stored as [REDACTED]; HMACs are taken first, over the real values.
 
 Appends are durable (committed with synchronous=FULL) before `append` returns; any failure
-raises AuditWriteError so the caller can fail the request it was auditing.
+raises AuditWriteError so the caller can fail the request it was auditing (fail closed). No gap
+is silent: every append that fails is counted, and the next append that succeeds first writes an
+``audit.gap`` record (in the same transaction) saying how many records were lost, when, and of
+which types; ``verify`` lists every gap record, so an intact chain with holes says so.
 """
 
 from __future__ import annotations
@@ -159,8 +162,25 @@ class ChainHead(BaseModel):
     hash: str
 
 
+GAP_EVENT_TYPE = "audit.gap"
+
+
+class Gap(BaseModel):
+    """Records that could not be written (the store refused them), as the gap record tells it."""
+
+    model_config = ConfigDict(frozen=True)
+    seq: int
+    lost: int
+    first_at: str
+    last_at: str
+    event_types: dict[str, int]
+
+
 class VerifyReport(BaseModel):
-    """Result of walking the chain; on failure names the first bad record and why."""
+    """Result of walking the chain; on failure names the first bad record and why.
+
+    ``gaps`` lists the ``audit.gap`` records: the chain is intact (``ok``) but records were lost there.
+    """
 
     model_config = ConfigDict(frozen=True)
     ok: bool
@@ -169,6 +189,7 @@ class VerifyReport(BaseModel):
     reason: str | None = None
     detail: str | None = None
     head: ChainHead
+    gaps: list[Gap] = Field(default_factory=list)
 
 
 def canonical_json(value: Any) -> str:
@@ -247,6 +268,14 @@ class AuditTrail:
         self._db: aiosqlite.Connection | None = None
         self._key: bytes | None = None
         self._lock = asyncio.Lock()
+        self._lost: dict[str, int] = {}
+        self._lost_first: str | None = None
+        self._lost_last: str | None = None
+
+    @property
+    def lost(self) -> int:
+        """Appends that failed since the last gap record was written (they will be in the next one)."""
+        return sum(self._lost.values())
 
     async def __aenter__(self) -> AuditTrail:
         await self.open()
@@ -305,29 +334,11 @@ class AuditTrail:
         except ValueError as exc:
             raise ValueError(f"details must be finite JSON: {exc}") from None
         async with self._lock:
-            db = self._db
-            if db is None:
-                raise AuditWriteError(f"audit trail {self.db_path} is not open")
             try:
-                async with write_transaction(db):
-                    async with db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
-                        row = await cur.fetchone()
-                    if row is None:
-                        raise AuditWriteError("audit head row is missing: the trail was tampered with")
-                    seq, prev_hash = int(row[0]) + 1, str(row[1])
-                    when = datetime.now(UTC)
-                    time_text = _time_text(when)
-                    fields = (seq, time_text, event.event_type, actor, action, event.outcome.value, details_text)
-                    digest = record_hash(*fields, prev_hash)
-                    await db.execute(
-                        f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (*fields, prev_hash, digest),
-                    )
-                    await db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
-            except (sqlite3.Error, ValueError, AuditWriteError) as exc:
-                if isinstance(exc, AuditWriteError):
-                    raise
-                raise AuditWriteError(f"could not write audit record to {self.db_path}: {exc}") from exc
+                seq, when, prev_hash, digest = await self._write(event, actor, action, details_text)
+            except AuditWriteError:
+                self._note_lost(event.event_type)
+                raise
         return AuditRecord(
             seq=seq,
             time=when,
@@ -339,6 +350,68 @@ class AuditTrail:
             prev_hash=prev_hash,
             hash=digest,
         )
+
+    def _note_lost(self, event_type: str) -> None:
+        now = _time_text(datetime.now(UTC))
+        self._lost[event_type] = self._lost.get(event_type, 0) + 1
+        self._lost_first = self._lost_first or now
+        self._lost_last = now
+
+    async def _write(
+        self, event: AuditEvent, actor: str, action: str, details_text: str
+    ) -> tuple[int, datetime, str, str]:
+        """Chain and commit the record, preceded by a gap record if appends were lost (one transaction)."""
+        db = self._db
+        if db is None:
+            raise AuditWriteError(f"audit trail {self.db_path} is not open")
+        try:
+            async with write_transaction(db):
+                async with db.execute("SELECT seq, hash FROM audit_head WHERE id = 1") as cur:
+                    row = await cur.fetchone()
+                if row is None:
+                    raise AuditWriteError("audit head row is missing: the trail was tampered with")
+                seq, prev_hash = int(row[0]), str(row[1])
+                if self._lost:
+                    gap = {
+                        "lost": self.lost,
+                        "first_at": self._lost_first,
+                        "last_at": self._lost_last,
+                        "event_types": dict(sorted(self._lost.items())),
+                    }
+                    seq, prev_hash, _ = await self._insert(
+                        db, seq, prev_hash, GAP_EVENT_TYPE, "audit", "records_lost", "failure", canonical_json(gap)
+                    )
+                event_fields = (event.event_type, actor, action, event.outcome.value, details_text)
+                seq, digest, when = await self._insert(db, seq, prev_hash, *event_fields)
+                await db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, digest))
+        except (sqlite3.Error, ValueError, AuditWriteError) as exc:
+            if isinstance(exc, AuditWriteError):
+                raise
+            raise AuditWriteError(f"could not write audit record to {self.db_path}: {exc}") from exc
+        self._lost.clear()
+        self._lost_first = self._lost_last = None
+        return seq, when, prev_hash, digest
+
+    @staticmethod
+    async def _insert(
+        db: aiosqlite.Connection,
+        last_seq: int,
+        prev_hash: str,
+        event_type: str,
+        actor: str,
+        action: str,
+        outcome: str,
+        details_text: str,
+    ) -> tuple[int, str, datetime]:
+        """Insert the record after ``last_seq``; return its seq, hash and time."""
+        seq = last_seq + 1
+        when = datetime.now(UTC)
+        fields = (seq, _time_text(when), event_type, actor, action, outcome, details_text)
+        digest = record_hash(*fields, prev_hash)
+        await db.execute(
+            f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (*fields, prev_hash, digest)
+        )
+        return seq, digest, when
 
     def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
@@ -398,6 +471,7 @@ class AuditTrail:
                 row = await cur.fetchone()
             head = ChainHead(seq=row[0], hash=row[1]) if row else ChainHead(seq=0, hash=GENESIS_HASH)
             checked, expected_seq, prev = 0, 1, GENESIS_HASH
+            gaps: list[Gap] = []
 
             def bad(seq: int | None, reason: str, detail: str) -> VerifyReport:
                 return VerifyReport(
@@ -418,6 +492,8 @@ class AuditTrail:
                             return bad(seq, "malformed record", f"record {seq} cannot be hashed: {exc}")
                         if digest != r[8]:
                             return bad(seq, "hash mismatch", f"record {seq} content does not match its hash")
+                        if r[2] == GAP_EVENT_TYPE:
+                            gaps.append(Gap(seq=seq, **json.loads(r[6])))
                         checked += 1
                         expected_seq, prev = seq + 1, r[8]
             last = expected_seq - 1
@@ -437,7 +513,7 @@ class AuditTrail:
                         anchored = await cur.fetchone()
                     if anchored is None or anchored[0] != expected_head.hash:
                         return bad(expected_head.seq, "head mismatch", "record differs from the anchored head")
-            return VerifyReport(ok=True, records_checked=checked, head=head)
+            return VerifyReport(ok=True, records_checked=checked, head=head, gaps=gaps)
         finally:
             await db.close()
 

@@ -253,8 +253,11 @@ async def test_write_blocked_by_lock_raises_and_chain_stays_valid(db_path: Path)
             blocker.execute("ROLLBACK")
             blocker.close()
         rec = await t.append(event(3))
-        assert rec.seq == 2
-        assert (await t.verify()).ok
+        assert rec.seq == 3, "the failed append left a gap record (seq 2) before the next record"
+        report = await t.verify()
+        assert report.ok
+        (gap,) = report.gaps
+        assert (gap.seq, gap.lost) == (2, 1) and sum(gap.event_types.values()) == 1
 
 
 async def test_write_to_broken_schema_raises(trail: AuditTrail, db_path: Path) -> None:

@@ -25,6 +25,7 @@ from bus.envelope import (
     Principal,
     ProsePart,
     deadline_in,
+    parse_envelope,
 )
 from bus.ids import new_id
 from bus.topics import PARTICIPANTS_MEDIA_TYPE
@@ -51,7 +52,10 @@ _STATUS_BY_CODE = {
     "budget_exceeded": 429,
     "cancelled": 409,
     "storage_unavailable": 503,
+    "idempotency_conflict": 409,
 }
+GATEWAY_SENDER = "gateway"
+"""The gateway's own address, for its internal requests (an idempotency key claim), made for a person."""
 STORAGE_RETRY_AFTER_S = 30
 """What ``Retry-After`` tells a client refused because a store cannot write (disk full, I/O error)."""
 
@@ -73,6 +77,8 @@ class MadClient:
         self.bus = bus
         self.drain = drain
         self.reply_timeout = reply_timeout
+        self._keys_in_flight: set[tuple[str, str]] = set()
+        """(person, Idempotency-Key) of messages being answered: a concurrent retry gets 409."""
         self._turns: dict[tuple[str, str], set[str]] = {}
         """Turns in flight by (person, conversation): the request ids :meth:`cancel` stops."""
 
@@ -91,12 +97,16 @@ class MadClient:
         conversation_id: str | None,
         timeout: float,
         starts_turn: bool = False,
+        sender: str | None = None,
     ) -> Envelope:
-        """A request for ``principal``; ``starts_turn`` makes it the first of a turn (a person's message)."""
+        """A request for ``principal``; ``starts_turn`` makes it the first of a turn (a person's message).
+
+        ``sender`` is the person's address unless the gateway asks on its own behalf (internal tools).
+        """
         envelope_id = new_id()
         return Envelope(
             id=envelope_id,
-            sender=user_address(principal),
+            sender=sender or user_address(principal),
             recipient=recipient,
             kind=Kind.REQUEST,
             conversation_id=conversation_id,
@@ -141,12 +151,18 @@ class MadClient:
         *,
         principal: Principal,
         conversation_id: str | None = None,
+        sender: str | None = None,
     ) -> JsonValue:
         """Run one tool of a MAD by command (no LLM); its error becomes an :class:`ApiError`."""
         command = CommandPart(tool=tool, arguments=arguments or {})
         reply = await self.send(
             self.envelope(
-                recipient, command, principal=principal, conversation_id=conversation_id, timeout=CALL_TIMEOUT
+                recipient,
+                command,
+                principal=principal,
+                conversation_id=conversation_id,
+                timeout=CALL_TIMEOUT,
+                sender=sender,
             )
         )
         if reply.error is not None:
@@ -158,14 +174,37 @@ class MadClient:
         """The conversation's record from Rogers; 404 if there is none."""
         return await self.call(ROGERS, "get_conversation", {"conversation_id": conversation_id}, principal=principal)
 
-    async def send_message(self, conversation_id: str, text: str, *, principal: Principal) -> MessageResult:
+    async def send_message(
+        self, conversation_id: str, text: str, *, principal: Principal, idempotency_key: str | None = None
+    ) -> MessageResult:
         """Give a person's text to Grace, wait for her reply, make the exchange durable, return it.
 
         Rogers refuses at once (``storage_unavailable``) when it cannot store messages, and ``sync``
         fails unless both the message and the reply are stored: a message is acknowledged durable or
         refused, never stored later. Only the conversation's owner writes in it: another person gets
         404 from Rogers (as if it did not exist), an operator — who may read anyone's — gets 403.
+
+        With an ``idempotency_key`` a retry never stores twice: Rogers records the key with the message
+        id (in its store, so it holds across restarts); a key whose message was acknowledged answers
+        the stored reply, one still being answered 409 ``in_progress``, one whose message was refused
+        sends anew.
         """
+        if idempotency_key is None:
+            return await self._send_message(conversation_id, text, principal=principal, key=None)
+        guard = (principal.name, idempotency_key)
+        if guard in self._keys_in_flight:
+            raise ApiError(
+                409, "in_progress", "a message with this Idempotency-Key is still being answered", retryable=True
+            )
+        self._keys_in_flight.add(guard)
+        try:
+            return await self._send_message(conversation_id, text, principal=principal, key=idempotency_key)
+        finally:
+            self._keys_in_flight.discard(guard)
+
+    async def _send_message(
+        self, conversation_id: str, text: str, *, principal: Principal, key: str | None
+    ) -> MessageResult:
         conversation = await self.call(
             ROGERS, "get_conversation", {"conversation_id": conversation_id, "for_writing": True}, principal=principal
         )
@@ -181,6 +220,27 @@ class MadClient:
             timeout=self.reply_timeout,
             starts_turn=True,
         )
+        if key is not None:
+            claim = await self.call(
+                ROGERS,
+                "claim_idempotency_key",
+                {"key": key, "conversation_id": conversation_id, "message_id": sent.id},
+                principal=principal,
+                sender=GATEWAY_SENDER,
+            )
+            assert isinstance(claim, dict)
+            if claim["status"] == "pending":
+                raise ApiError(
+                    409, "in_progress", "a message with this Idempotency-Key is still being answered", retryable=True
+                )
+            if claim["status"] == "done":
+                stored = parse_envelope(claim["reply"])  # type: ignore[arg-type]
+                return MessageResult(
+                    conversation_id=conversation_id,
+                    message_id=str(claim["message_id"]),
+                    reply=reply_body(stored),
+                    participants=participants(stored),
+                )
         key = (principal.name, conversation_id)
         self._turns.setdefault(key, set()).add(sent.id)
         try:

@@ -69,6 +69,11 @@ Authenticate with `Authorization: Bearer mad_…` (tokens from `python ecosystem
 session cookie from `POST /api/session`. Cookie sessions must send the session's CSRF token as `X-CSRF-Token` on
 every POST. Every error body is `{"error": {code, message, fields[{field, reason}], retryable}}`.
 
+A store that cannot write answers 503 `storage_unavailable` (`retryable: true`, with `Retry-After`): nothing was
+stored, and nothing will be later. Send an `Idempotency-Key` header (1-128 of letters, digits, `_-.:`) with
+`POST …/messages` (or `idempotency_key` in a socket frame) and a retry never stores twice: a key whose message was
+acknowledged answers the stored reply; one still being answered gets 409 `in_progress`.
+
 WebSocket (not expressible in OpenAPI): `GET /api/conversations/{conversation_id}/stream` upgrades to a socket that
 streams `delta` frames of the conversation and accepts `{"type": "message", "text": ...}` frames. It needs the same
 credentials as the API and, when an `Origin` header is sent (browsers always send one), an origin equal to the
@@ -94,7 +99,14 @@ class Operation:
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("get", "/healthz", "healthz", "Liveness and bus counters (no authentication).", Health, public=True),
+    Operation(
+        "get",
+        "/healthz",
+        "healthz",
+        "Liveness, each store's state and bus counters (no authentication).",
+        Health,
+        public=True,
+    ),
     Operation(
         "post",
         "/api/session",

@@ -7,6 +7,7 @@ field is a 422 naming it rather than silently ignored input.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -61,12 +62,21 @@ class ArtifactPath(Strict):
     artifact_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="the artifact's id (SHA-256 of its bytes)")
 
 
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_\-.:]{1,128}$"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
 class MessageFrame(Strict):
     """What a browser sends on the stream socket to post a message."""
 
     type: Literal["message"]
     client_id: str | None = Field(default=None, max_length=64, description="Echoed back on the reply or error frame.")
     text: str = Field(min_length=1, max_length=MAX_MESSAGE_TEXT)
+    idempotency_key: str | None = Field(
+        default=None,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="Send the same key again to retry without storing twice (as the Idempotency-Key header).",
+    )
 
     @field_validator("text")
     @classmethod
@@ -130,8 +140,13 @@ class ErrorResponse(Strict):
 
 
 class Health(Strict):
-    status: Literal["ok", "draining"]
+    status: Literal["ok", "degraded", "draining"]
+    """``degraded`` when a store cannot write (or is damaged, or its MAD does not answer)."""
     mads_alive: list[str]
+    storage: list[dict[str, JsonValue]] = Field(
+        default_factory=list,
+        description="Each store: state (writable, low_space, unwritable, damaged, lost), free_bytes, last_error.",
+    )
     bus: dict[str, int]
 
 
@@ -298,6 +313,20 @@ def artifact_path(request: web.Request) -> ArtifactPath:
         )
     except ValidationError as exc:
         raise ApiError.invalid(exc, "path") from None
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The ``Idempotency-Key`` header (1-128 of ``A-Z a-z 0-9 _ - . :``), or None; 422 naming it if malformed."""
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if re.fullmatch(IDEMPOTENCY_KEY_PATTERN, value) is None:
+        reason = "must be 1 to 128 characters among letters, digits, '_', '-', '.' and ':'"
+        field = f"header.{IDEMPOTENCY_HEADER}"
+        raise ApiError(
+            422, "invalid_request", f"validation failed: {field}: {reason}", [FieldError(field=field, reason=reason)]
+        )
+    return value
 
 
 def conversation_id(request: web.Request) -> str:

@@ -20,6 +20,7 @@ from gateway.schemas import (
     PostMessage,
     artifact_path,
     conversation_id,
+    idempotency_key,
     read_body,
     read_query,
 )
@@ -126,7 +127,10 @@ async def cancel_turn(request: web.Request) -> web.Response:
 async def post_message(request: web.Request) -> web.Response:
     cid = conversation_id(request)
     body = await read_body(request, PostMessage)
-    result = await state_of(request).client.send_message(cid, body.text, principal=principal_of(request))
+    key = idempotency_key(request)
+    result = await state_of(request).client.send_message(
+        cid, body.text, principal=principal_of(request), idempotency_key=key
+    )
     return web.json_response(result.model_dump(mode="json"))
 
 

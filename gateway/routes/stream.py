@@ -9,7 +9,8 @@ carries the whole text anyway).
 
 Frames from the server: ``ready``, ``delta`` (StreamDelta fields), ``notice``,
 ``reply`` (the same body as POST …/messages), ``error`` (``status`` + error body).
-Frames from the client: ``{"type": "message", "text": "...", "client_id"?: "..."}``.
+Frames from the client: ``{"type": "message", "text": "...", "client_id"?: "...", "idempotency_key"?: "..."}``
+(the same key on a retry never stores the message twice, as the ``Idempotency-Key`` header).
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ class Session:
     async def _post(self, frame: MessageFrame) -> None:
         with self.state.drain.track():
             try:
-                result = await self.state.client.send_message(self.conversation, frame.text, principal=self.principal)
+                result = await self.state.client.send_message(
+                    self.conversation, frame.text, principal=self.principal, idempotency_key=frame.idempotency_key
+                )
             except ApiError as exc:
                 self.outbox.put(error_frame(exc.status, exc.info, frame.client_id))
                 return

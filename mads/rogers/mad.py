@@ -49,6 +49,8 @@ from mads.rogers.schemas import (
     ArtifactContent,
     ArtifactList,
     AttachArtifactArgs,
+    Claim,
+    ClaimArgs,
     Conversation,
     ConversationPage,
     CreateConversationArgs,
@@ -573,6 +575,46 @@ class Rogers(MAD[RogersConfig]):
             log.error("rogers: %s (conversation %s)", exc, args.conversation_id)
             raise ToolFailure("artifact_damaged", str(exc)) from None
         return ArtifactContent(artifact=ref, content_b64=base64.b64encode(content).decode())
+
+    @tool(
+        "Claim an Idempotency-Key for a message about to be sent: new (send it as message_id), done (the stored "
+        "reply) or pending (stored, not yet answered).",
+        internal=True,
+    )
+    async def claim_idempotency_key(self, args: ClaimArgs, call: Call) -> Claim:
+        owner = call.principal.name
+        try:
+            conversation_id, message_id = await self.store.claim_key(
+                owner, args.key, args.conversation_id, args.message_id
+            )
+            if message_id == args.message_id:
+                return Claim(status="new", message_id=message_id)
+            if conversation_id != args.conversation_id:
+                raise ToolFailure("idempotency_conflict", "this Idempotency-Key was used for another conversation")
+            if not await self.store.has_message(message_id):
+                # Refused earlier (never stored): this attempt takes the key over.
+                await self.store.reassign_key(owner, args.key, args.message_id)
+                return Claim(status="new", message_id=args.message_id)
+            reply = await self.store.reply_to(message_id)
+        except StoreDamaged as exc:
+            self._found_damage([], str(exc))
+            raise ToolFailure(
+                "storage_damaged", f"{self.health.health.store} is damaged; an operator was alerted"
+            ) from None
+        except ToolFailure:
+            raise
+        except Exception as exc:
+            failure = self._write_failed(exc)
+            if failure is None:
+                raise
+            raise failure from None
+        if reply is None:
+            return Claim(status="pending", message_id=message_id)
+        kind, envelope = reply
+        if kind == "error":
+            await self.store.reassign_key(owner, args.key, args.message_id)
+            return Claim(status="new", message_id=args.message_id)
+        return Claim(status="done", message_id=message_id, reply=json.loads(envelope))
 
     @tool("The store's state: writable, free space, last write error, messages refused.", internal=True)
     async def storage(self, args: NoArgs) -> StorageReport:

@@ -88,6 +88,24 @@ class GetConversationArgs(Args):
     )
 
 
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_\-.:]{1,128}$"
+
+
+class ClaimArgs(Args):
+    key: str = Field(pattern=IDEMPOTENCY_KEY_PATTERN, description="The client's Idempotency-Key.")
+    conversation_id: str = ConversationId
+    message_id: str = Field(pattern=ID_PATTERN, description="The id the new message will carry if the key is new.")
+
+
+class Claim(BaseModel):
+    """What a key stands for: ``new`` (go ahead, with message_id), ``done`` (here is the stored reply)
+    or ``pending`` (the message is stored, its reply not yet)."""
+
+    status: Literal["new", "done", "pending"]
+    message_id: str
+    reply: JsonValue = None
+
+
 class SyncArgs(Args):
     message_ids: list[str] = Field(
         default_factory=list,

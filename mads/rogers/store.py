@@ -399,6 +399,52 @@ class ConversationStore:
                 await _rollback(conn)
                 raise
 
+    async def claim_key(self, owner: str, key: str, conversation_id: str, message_id: str) -> tuple[str, str]:
+        """Record ``key`` for ``message_id`` unless the owner used it before; return the (conversation, message)
+        the key stands for now."""
+        async with self._write_lock:
+            conn = self.writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute(
+                    "INSERT INTO idempotency_keys (owner, key, conversation_id, message_id, created_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner, key) DO NOTHING",
+                    (owner, key, conversation_id, message_id, now()),
+                )
+                async with conn.execute(
+                    "SELECT conversation_id, message_id FROM idempotency_keys WHERE owner = ? AND key = ?", (owner, key)
+                ) as cursor:
+                    row = await cursor.fetchone()
+                await conn.execute("COMMIT")
+            except BaseException:
+                await _rollback(conn)
+                raise
+        assert row is not None
+        return str(row[0]), str(row[1])
+
+    async def reassign_key(self, owner: str, key: str, message_id: str) -> None:
+        """The message a key stood for was never stored (refused): the key now stands for ``message_id``."""
+        async with self._write_lock:
+            await self.writer.execute(
+                "UPDATE idempotency_keys SET message_id = ?, created_at = ? WHERE owner = ? AND key = ?",
+                (message_id, now(), owner, key),
+            )
+
+    async def reply_to(self, message_id: str) -> tuple[str, str] | None:
+        """The stored reply (or error) answering ``message_id``: its kind and envelope JSON."""
+        async with self.reader.execute(
+            "SELECT kind, envelope, checksum, id, conversation_id, sender, recipient, correlation_id, created_at, text"
+            " FROM messages WHERE correlation_id = ? AND kind IN ('reply', 'error') ORDER BY seq LIMIT 1",
+            (message_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        kind, envelope, checksum, mid, cid, sender, recipient, corr, created, text = row
+        if _damaged((mid, cid, sender, recipient, kind, corr, created, text, envelope, checksum)):
+            raise StoreDamaged(self.path, f"the stored reply {mid} fails its checksum")
+        return str(kind), str(envelope)
+
     async def stored_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored (committed and visible to readers)."""
         if not ids:

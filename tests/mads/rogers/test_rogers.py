@@ -379,10 +379,12 @@ async def test_tools_are_described_for_an_llm(bus: InMemoryBus, rogers: Rogers) 
         "list_artifacts",
         "read_artifact",
         "storage",
+        "claim_idempotency_key",
     }
     assert descriptors["storage"].get("internal") is True
     llm_tools = {name for name, t in rogers.tools().items() if t.for_llm}
     assert "read_artifact" not in llm_tools and "attach_artifact" not in llm_tools and "list_artifacts" in llm_tools
+    assert descriptors["claim_idempotency_key"].get("internal") is True
     for descriptor in descriptors.values():
         assert len(descriptor["description"]) > 30
         assert descriptor["inputSchema"]["additionalProperties"] is False

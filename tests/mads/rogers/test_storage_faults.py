@@ -29,8 +29,10 @@ def _text(marker: str) -> str:
     return f"{marker} " + "lorem ipsum dolor " * (BIG // 18)
 
 
-async def _post(eco: Running, cid: str, text: str) -> tuple[int, dict, dict[str, str]]:
-    async with eco.http.post(eco.at(f"/api/conversations/{cid}/messages"), json={"text": text}) as response:
+async def _post(eco: Running, cid: str, text: str, key: str | None = None) -> tuple[int, dict, dict[str, str]]:
+    headers = {"Idempotency-Key": key} if key else {}
+    url = eco.at(f"/api/conversations/{cid}/messages")
+    async with eco.http.post(url, json={"text": text}, headers=headers) as response:
         return response.status, await response.json(), dict(response.headers)
 
 
@@ -54,7 +56,8 @@ async def test_disk_full_refuses_at_once_and_never_stores_later(tmp_path: Path, 
             cid = await eco.new_conversation("disk full")
             await eco.say(cid, "before the disk filled")
             disk.fill()
-            status, body, headers = await _post(eco, cid, _text("refusedwhilewriting"))
+            refused_text = _text("refusedwhilewriting")
+            status, body, headers = await _post(eco, cid, refused_text)
             assert status == 503, body
             assert body["error"]["code"] == "storage_unavailable"
             assert body["error"]["retryable"] is True

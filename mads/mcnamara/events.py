@@ -36,6 +36,7 @@ from bus.topics import (
     ValidationFailure,
 )
 from mads.core.audit_trail import AuditEvent, AuditEventType, AuditOutcome, canonical_json
+from mads.core.ledger import LEDGER_EVENT_TYPE, LEDGER_TOPIC, LedgerEvent
 from mads.core.store_health import STORAGE_TOPIC, StorageEvent
 from mads.mcnamara.rules import SELF, mad_name
 from mads.mcnamara.schemas import LlmCallView, SandboxNotice, UrlRefusal
@@ -67,6 +68,7 @@ class EventMapper:
             SECURITY: (SecurityAction, self._security),
             MAD_FAULT: (MadFault, self._mad_fault),
             STORAGE_TOPIC: (StorageEvent, self._storage),
+            LEDGER_TOPIC: (LedgerEvent, self._ledger),
         }
 
     def to_audit_event(self, envelope: Envelope) -> AuditEvent | None:
@@ -214,6 +216,17 @@ class EventMapper:
         }
         outcome = S if e.state in ("writable", "low_space") else F
         return self._event(f"storage.{e.state}", envelope.sender, e.state, outcome, details)
+
+    def _ledger(self, envelope: Envelope, e: BaseModel) -> AuditEvent:
+        """What Rogers acknowledged per conversation (count and running hash): checked after a restart.
+
+        Written whole (never cut to ``max_detail_chars``: Rogers sends small chunks), so it stays comparable.
+        """
+        assert isinstance(e, LedgerEvent)
+        details: dict[str, JsonValue] = e.model_dump(mode="json")
+        return AuditEvent(
+            event_type=LEDGER_EVENT_TYPE, actor=envelope.sender, action="acknowledged", outcome=S, details=details
+        )
 
 
 def _without_credentials(url: str) -> str:

@@ -17,6 +17,7 @@ Three jobs:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections import deque
@@ -40,6 +41,7 @@ from mads.core.audit_trail import (
     VerifyReport,
 )
 from mads.core.base import MAD, MadContext, ToolFailure
+from mads.core.ledger import LEDGER_EVENT_TYPE, Entry, Ledger, LedgerEvent
 from mads.core.quarantine import QuarantineGate
 from mads.core.tools import Call, tool
 from mads.mcnamara.events import EventMapper
@@ -263,6 +265,22 @@ class McNamara(MAD[McNamaraConfig]):
         return sorted(self._blocks.values(), key=lambda b: b.until)
 
     # ---- tools -------------------------------------------------------------------------
+
+    @tool(
+        "The latest acknowledged count and hash of every conversation Rogers reported (storage.ledger).", internal=True
+    )
+    async def ledger(self, args: NoArgs) -> Ledger:
+        folded: dict[str, Entry] = {}
+        since = 0
+        while True:
+            records = await self.trail.query(since, [LEDGER_EVENT_TYPE], limit=10_000)
+            if not records:
+                return Ledger(conversations=folded)
+            for record in records:
+                with contextlib.suppress(ValueError):
+                    entries = {"conversations": record.details.get("conversations")}
+                    folded.update(LedgerEvent.model_validate(entries).conversations)
+            since = records[-1].seq
 
     @tool("Append one audit record synchronously; returns its seq and hash once durable.", internal=True)
     async def record(self, args: RecordArgs, call: Call) -> RecordResult:

@@ -37,7 +37,7 @@ from pydantic import JsonValue
 from bus.base import BusError, Subscription
 from bus.envelope import SECRET_MEDIA_TYPE, CommandPart, DataPart, Envelope, Kind, ProsePart
 from bus.ids import new_id
-from mads.core import names
+from mads.core import ledger, names
 from mads.core.artifacts import ArtifactRef
 from mads.core.base import MAD, MadContext, RemoteError, ToolFailure
 from mads.core.sqlite import storage_fault
@@ -79,6 +79,8 @@ A handler runs at most mailbox + concurrency requests after the tap saw its enve
 far fewer than this, so an entry is never evicted before it is needed."""
 _RETRY_FIRST, _RETRY_MAX = 0.5, 30.0
 AUDIT_TIMEOUT = 10.0
+LEDGER_ATTEMPTS, LEDGER_RETRY_S = 60, 0.5
+"""How long a starting Rogers waits for McNamara to answer with the acknowledged ledger (30 s)."""
 REDACTED = "[REDACTED]"
 SECRET_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {(names.TURING, "put"): frozenset({"value"})}
 """Command arguments that carry a secret, by (recipient MAD, tool): stripped before storing, because
@@ -121,6 +123,8 @@ class Rogers(MAD[RogersConfig]):
         self._largest_batch = 0
         self._skipped = 0
         self._unstorable = 0
+        self.ledger_checked = False
+        """True once the acknowledged ledger was compared with the file after this start."""
         self.health = HealthTracker(
             f"{self.name}/{self.config.db_filename}", self.store.path, low_space_bytes=self.config.low_space_bytes
         )
@@ -129,6 +133,9 @@ class Rogers(MAD[RogersConfig]):
         self._prober: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._damaged_ids: set[str] = set()
+        self._ledger: dict[str, tuple[int, str, int]] = {}
+        """Per conversation: messages stored, running hash, last seq folded in (see mads.core.ledger)."""
+        self._ledger_lock = asyncio.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -140,6 +147,7 @@ class Rogers(MAD[RogersConfig]):
         except sqlite3.DatabaseError as exc:
             self._found_damage([], f"the message count cannot be read ({exc})")
         self._spawn(self._quick_check())
+        self._spawn(self._check_ledger())
         self._tap = await self.bus.wiretap_batches(
             self._observe, batch=self.config.batch_max, mailbox=self.config.queue_max, group=self.name
         )
@@ -273,6 +281,9 @@ class Rogers(MAD[RogersConfig]):
         self._last_failure = None
         if not self.health.health.writable:
             self._writing_again()
+        touched = {r.conversation_id for r in records if r.conversation_id is not None}
+        if touched:
+            self._spawn(self._advance_ledger(touched))
         self._batches += 1
         self._largest_batch = max(self._largest_batch, len(batch))
         self._committed = batch[-1][0]
@@ -363,6 +374,82 @@ class Rogers(MAD[RogersConfig]):
             problems = [f"{type(exc).__name__}: {exc}"]
         if problems:
             self._found_damage([], f"quick_check: {'; '.join(problems[:5])}")
+
+    # ---- the acknowledged ledger (loss detection) -------------------------------------------
+
+    async def _fold(self, conversation_id: str) -> tuple[int, str, int]:
+        count, running, last = self._ledger.get(conversation_id, (0, ledger.GENESIS, 0))
+        for seq, checksum in await self.store.conversation_tail(conversation_id, last):
+            count, running, last = count + 1, ledger.advance(running, checksum), seq
+        self._ledger[conversation_id] = (count, running, last)
+        return count, running, last
+
+    async def _advance_ledger(self, touched: set[str]) -> None:
+        """Fold the batch into each touched conversation's count and hash; publish them for the audit trail."""
+        async with self._ledger_lock:
+            entries: dict[str, ledger.Entry] = {}
+            for conversation_id in sorted(touched):
+                count, running, _ = await self._fold(conversation_id)
+                entries[conversation_id] = ledger.Entry(count=count, hash=running)
+            items = list(entries.items())
+            for start in range(0, len(items), ledger.CHUNK):
+                chunk = dict(items[start : start + ledger.CHUNK])
+                try:
+                    await self.emit(
+                        ledger.LEDGER_TOPIC, ledger.LedgerEvent(conversations=chunk).model_dump(mode="json")
+                    )
+                except Exception as exc:
+                    log.error("rogers could not publish its ledger: %s", exc)
+
+    async def _check_ledger(self) -> None:
+        """After a start: compare what McNamara's trail says was acknowledged with what the file holds."""
+        recorded = None
+        for _ in range(LEDGER_ATTEMPTS):
+            try:
+                recorded = ledger.Ledger.model_validate(
+                    await self.call(names.MCNAMARA, "ledger", {}, timeout=AUDIT_TIMEOUT)
+                )
+                break
+            except (RemoteError, BusError, ValueError):
+                await asyncio.sleep(LEDGER_RETRY_S)
+        if recorded is None:
+            log.warning(
+                "rogers could not read the acknowledged ledger from McNamara: loss after a crash goes unchecked"
+            )
+            return
+        missing: dict[str, int] = {}
+        changed: list[str] = []
+        async with self._ledger_lock:
+            for conversation_id, entry in recorded.conversations.items():
+                count, running = 0, ledger.GENESIS
+                for _, checksum in await self.store.conversation_tail(conversation_id, 0):
+                    if count == entry.count:
+                        break
+                    count, running = count + 1, ledger.advance(running, checksum)
+                if count < entry.count:
+                    missing[conversation_id] = entry.count - count
+                elif running != entry.hash:
+                    changed.append(conversation_id)
+        self.ledger_checked = True
+        if missing or changed:
+            self._found_loss(missing, changed)
+
+    def _found_loss(self, missing: dict[str, int], changed: list[str]) -> None:
+        total = sum(missing.values())
+        what = f"{total} acknowledged messages are missing in {len(missing)} conversations" + (
+            f"; {len(changed)} conversations differ from what was acknowledged" if changed else ""
+        )
+        self.health.health.state = "lost"
+        self.health.health.last_error = f"lost: {what}"
+        self.health.health.last_error_at = datetime.now(UTC)
+        log.error("rogers: %s is missing data: %s (%s)", self.store.path, what, ", ".join(sorted(missing)[:20]))
+        details: dict[str, int | str | list[str]] = {
+            "missing": total,
+            "conversations": [f"{cid}: {n} missing" for cid, n in sorted(missing.items())][:50],
+        }
+        if changed:
+            details["changed"] = sorted(changed)[:50]
+        self._spawn(self._emit_storage(self.health.event(f"{self.store.path} lost data: {what}", **details)))
 
     def _unavailable(self) -> ToolFailure:
         health = self.health.health

@@ -40,8 +40,9 @@ class RogersConfig(BaseModel):
     """Envelopes tapped but not yet written; when full, the wiretap (and so the bus) waits."""
     page_max: int = Field(default=200, ge=1, le=MAX_LIMIT)
     """Largest page returned by history, list_conversations and search; bigger limits are lowered to it."""
-    skip_recipients: tuple[str, ...] = ("stream.*", "events.presence*")
-    """Globs of recipients never stored: stream deltas repeat the final reply; presence heartbeats are noise."""
+    skip_recipients: tuple[str, ...] = ("stream.*", "events.presence*", "events.storage_ledger")
+    """Globs of recipients never stored: stream deltas repeat the final reply; presence heartbeats are noise;
+    Rogers's own ledger goes to the audit trail (storing it here would copy every commit's counts)."""
     store_own_replies: bool = False
     """Rogers's replies are copies of what it already stores; storing them would copy every page read."""
     probe_interval_s: float = Field(default=1.0, gt=0, le=60)

@@ -445,6 +445,14 @@ class ConversationStore:
             raise StoreDamaged(self.path, f"the stored reply {mid} fails its checksum")
         return str(kind), str(envelope)
 
+    async def conversation_tail(self, conversation_id: str, after_seq: int) -> list[tuple[int, str]]:
+        """(seq, checksum) of the conversation's messages stored after ``after_seq``, in the order stored."""
+        async with self.reader.execute(
+            "SELECT seq, checksum FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq",
+            (conversation_id, after_seq),
+        ) as cursor:
+            return [(int(seq), str(checksum)) for seq, checksum in await cursor.fetchall()]
+
     async def stored_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored (committed and visible to readers)."""
         if not ids:

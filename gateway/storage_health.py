@@ -1,7 +1,7 @@
 """The stores' state for ``/healthz``: asked of the MADs that own them, at most once a second.
 
-Rogers answers its ``storage`` tool with one :class:`~mads.core.store_health.StoreHealth` per
-file (writable, free space, last write error, messages refused). A store that cannot write, or
+Rogers and McNamara answer their ``storage`` tool with one :class:`~mads.core.store_health.StoreHealth`
+per file (writable, free space, last write error, messages refused or audit records lost). A store that cannot write, or
 a MAD that does not answer within ``TIMEOUT``, makes ``/healthz`` say ``degraded``. Paths stay
 inside: the body names stores (``rogers/conversations.db``), not directories.
 """
@@ -23,7 +23,7 @@ from mads.core.store_health import StorageReport, StoreHealth
 SENDER = "gateway"
 TIMEOUT = 2.0
 FRESH_S = 1.0
-OWNERS = (names.ROGERS,)
+OWNERS = (names.ROGERS, names.MCNAMARA)
 """MADs asked for their stores' state."""
 
 

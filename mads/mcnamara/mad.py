@@ -43,6 +43,8 @@ from mads.core.audit_trail import (
 from mads.core.base import MAD, MadContext, ToolFailure
 from mads.core.ledger import LEDGER_EVENT_TYPE, Entry, Ledger, LedgerEvent
 from mads.core.quarantine import QuarantineGate
+from mads.core.sqlite import storage_fault
+from mads.core.store_health import HealthTracker, StorageReport
 from mads.core.tools import Call, tool
 from mads.mcnamara.events import EventMapper
 from mads.mcnamara.rules import RuleName, RulesEngine, Verdict
@@ -97,6 +99,8 @@ class McNamara(MAD[McNamaraConfig]):
             self.data_dir / AUDIT_DB, busy_timeout_ms=self.config.audit_busy_timeout_ms, redact=self.redactor.redact
         )
         self.store = SecurityStore(self.data_dir / SECURITY_DB)
+        self.health = HealthTracker(f"{self.name}/{AUDIT_DB}", self.data_dir / AUDIT_DB)
+        """The trail's store as /healthz shows it: unwritable from a failed append until one succeeds."""
         self.rules = RulesEngine(self.config.rules)
         self.mapper = EventMapper(
             unaudited_tools=self.config.unaudited_tools,
@@ -174,7 +178,14 @@ class McNamara(MAD[McNamaraConfig]):
 
     async def _append(self, event: AuditEvent) -> AuditRecord:
         """Write one record, then let the rules see it (enforcement never fails the write)."""
-        record = await self.trail.append(event)
+        try:
+            record = await self.trail.append(event)
+        except AuditError as exc:
+            self.health.failed(f"{storage_fault(exc.__cause__ or exc) or 'write_failed'}: {exc.__cause__ or exc}")
+            self.health.health.refused += 1  # records that could not be written (each will be in a gap record)
+            raise
+        if not self.health.health.writable:
+            self.health.recovered()
         try:
             verdict = self.rules.observe(event, self.clock())
             if verdict is not None:
@@ -281,6 +292,10 @@ class McNamara(MAD[McNamaraConfig]):
                     entries = {"conversations": record.details.get("conversations")}
                     folded.update(LedgerEvent.model_validate(entries).conversations)
             since = records[-1].seq
+
+    @tool("The audit trail's store: writable, free space, last write error, records lost.", internal=True)
+    async def storage(self, args: NoArgs) -> StorageReport:
+        return StorageReport(stores=[await asyncio.to_thread(self.health.refresh)])
 
     @tool("Append one audit record synchronously; returns its seq and hash once durable.", internal=True)
     async def record(self, args: RecordArgs, call: Call) -> RecordResult:

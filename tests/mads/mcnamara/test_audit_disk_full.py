@@ -35,9 +35,13 @@ async def test_records_lost_on_a_full_disk_leave_a_reported_gap(bus: InMemoryBus
                 await harness.publish(MAD_LIFECYCLE, {"state": f"lost-{i}"})
             await harness.fence()
             assert harness.m.trail.lost == LOST + 1
+            (store,) = (await harness.result("storage", sender="gateway"))["stores"]  # type: ignore[index]
+            assert (store["store"], store["writable"], store["refused"]) == ("mcnamara/audit.db", False, LOST + 1)
+            assert "disk_full" in store["last_error"]
 
             disk.free()
             await harness.result("record", DENIAL, sender="turing")
+            assert harness.m.health.health.writable
             report = await harness.m.trail.verify()
             assert report.ok
             (gap,) = report.gaps

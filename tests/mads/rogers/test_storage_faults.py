@@ -74,6 +74,8 @@ async def test_disk_full_refuses_at_once_and_never_stores_later(tmp_path: Path, 
             assert health["status"] == "degraded", health
             store = next(s for s in health["storage"] if s["store"] == "rogers/conversations.db")
             assert store["writable"] is False and "disk_full" in store["last_error"]
+            audit = next(s for s in health["storage"] if s["store"] == "mcnamara/audit.db")
+            assert audit["writable"] is True and "path" not in audit
             db_path = str(data / names.ROGERS / "conversations.db")
 
             async def alerted() -> bool:

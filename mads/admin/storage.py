@@ -3,7 +3,8 @@
 Every store is a SQLite file under the data directory (``rogers/conversations.db``,
 ``mcnamara/audit.db``, ``gateway/auth.db``, ``fiedler/usage.db``, ``turing/vault.db``…).
 
-    storage check               integrity_check of every file, every message's checksum, the audit chain
+    storage check               integrity_check of every file, every message's checksum, the messages the
+                                audit trail says were acknowledged (count and hash per conversation), the chain
     backup [--to DIR]           a consistent online copy of every store (SQLite's backup API, while the
            [--every S --keep N] ecosystem runs), with the key files next to them and a MANIFEST.json
     restore BACKUP [--data-dir] verify a backup (hashes, quick_check) and put it in place of the data
@@ -30,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from mads.admin.cli import AddCommon, CliError, add_command, data_dir_of, exit_code, settings_from
-from mads.core import names
+from mads.core import ledger, names
 from mads.core.audit_trail import AuditError, AuditTrail
 from mads.core.sqlite import backup_file, check_file, describe_bytes
-from mads.rogers.store import damaged_messages
+from mads.rogers.store import damaged_messages, ledger_differences
 
 MANIFEST = "MANIFEST.json"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -127,6 +128,8 @@ async def check_data_dir(data_dir: Path) -> int:
             checked, bad = await asyncio.to_thread(damaged_messages, path)
             notes.append(f"{checked} message checksums")
             problems += [f"message {b} fails its checksum" if not b.startswith("rows") else b for b in bad]
+        if not problems and path == data_dir / names.ROGERS / "conversations.db":
+            problems += await _ledger(data_dir, path, notes)
         if not problems and path.name == "audit.db" and path.parent.name == names.MCNAMARA:
             problems += await _audit_chain(path, notes)
         if problems:
@@ -140,6 +143,34 @@ async def check_data_dir(data_dir: Path) -> int:
         return 1
     print(f"all {len(files)} stores intact")
     return 0
+
+
+async def _ledger(data_dir: Path, conversations_db: Path, notes: list[str]) -> list[str]:
+    """What the audit trail says Rogers acknowledged (``storage.ledger``), compared with the file."""
+    audit_db = data_dir / names.MCNAMARA / "audit.db"
+    if not await asyncio.to_thread(audit_db.is_file):
+        notes.append("no audit trail to compare acknowledged messages with")
+        return []
+    entries: dict[str, tuple[int, str]] = {}
+    try:
+        async with AuditTrail(audit_db) as trail:
+            since = 0
+            while records := await trail.query(since, [ledger.LEDGER_EVENT_TYPE], limit=10_000):
+                for record in records:
+                    conversations = record.details.get("conversations")
+                    if isinstance(conversations, dict):
+                        for cid, entry in conversations.items():
+                            if isinstance(entry, dict):
+                                entries[cid] = (int(str(entry.get("count", 0))), str(entry.get("hash", "")))
+                since = records[-1].seq
+    except AuditError as exc:
+        return [f"the acknowledged ledger cannot be read from {audit_db}: {exc}"]
+    missing, changed = await asyncio.to_thread(ledger_differences, conversations_db, entries)
+    problems = [f"conversation {cid}: {n} acknowledged messages missing" for cid, n in sorted(missing.items())]
+    problems += [f"conversation {cid}: differs from what was acknowledged" for cid in changed]
+    if not problems:
+        notes.append(f"{len(entries)} conversations match what was acknowledged")
+    return problems
 
 
 async def _audit_chain(path: Path, notes: list[str]) -> list[str]:

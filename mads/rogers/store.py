@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from mads.core import ledger
 from mads.core.sqlite import prepare_db_file, raise_if_storage_fault
 from mads.rogers.migrations import MIGRATIONS, Migration, current_version, migrate
 from mads.rogers.schemas import (
@@ -510,6 +511,33 @@ def damaged_messages(path: Path, chunk: int = 5000) -> tuple[int, list[str]]:
             last = rows[-1][0]
     finally:
         conn.close()
+
+
+def ledger_differences(path: Path, entries: dict[str, tuple[int, str]]) -> tuple[dict[str, int], list[str]]:
+    """Compare what was acknowledged (count and running hash per conversation) with the file (read-only, blocking).
+
+    Returns the conversations missing messages (how many) and those whose first ``count`` messages hash
+    differently (rolled back and rewritten, or changed).
+    """
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    missing: dict[str, int] = {}
+    changed: list[str] = []
+    try:
+        for conversation_id, (expected, expected_hash) in sorted(entries.items()):
+            count, running = 0, ledger.GENESIS
+            rows = conn.execute(
+                "SELECT checksum FROM messages WHERE conversation_id = ? ORDER BY seq LIMIT ?",
+                (conversation_id, expected),
+            )
+            for (checksum,) in rows:
+                count, running = count + 1, ledger.advance(running, str(checksum))
+            if count < expected:
+                missing[conversation_id] = expected - count
+            elif running != expected_hash:
+                changed.append(conversation_id)
+    finally:
+        conn.close()
+    return missing, changed
 
 
 def _damaged(row: Sequence[Any]) -> bool:

@@ -20,6 +20,7 @@ from mads.core.sqlite import backup_file
 from mads.core.store_health import STORAGE_TOPIC
 from mads.mcnamara import McNamara
 from mads.rogers import Rogers
+from tests.mads.admin.test_audit_cli import cli
 from tests.mads.rogers.support import call, note
 from tests.support.waiting import eventually, eventually_async
 
@@ -101,6 +102,13 @@ async def test_a_truncated_wal_is_reported_as_lost_acknowledged_messages(tmp_pat
         await rogers.stop()
         await mcnamara.stop()
         await bus.close()
+
+    code, out, err = await cli("storage", "check", "--data-dir", str(crashed))
+    assert code == 1, out + err
+    assert f"conversation {cid}: {FIRST + LATER - stored} acknowledged messages missing" in err
+    code, out, err = await cli("storage", "check", "--data-dir", str(live))
+    assert code == 0, out + err
+    assert "1 conversations match what was acknowledged" in out
 
 
 async def _count_is(mcnamara: McNamara, cid: str, expected: int) -> bool:

@@ -40,7 +40,7 @@ from bus.ids import new_id
 from mads.core import ledger, names
 from mads.core.artifacts import ArtifactRef
 from mads.core.base import MAD, MadContext, RemoteError, ToolFailure
-from mads.core.sqlite import storage_fault
+from mads.core.sqlite import check_file, storage_fault
 from mads.core.store_health import STORAGE_TOPIC, HealthTracker, StorageEvent, StorageReport
 from mads.core.tools import Call, tool
 from mads.rogers.artifacts import ArtifactDamaged, ArtifactStore
@@ -368,10 +368,8 @@ class Rogers(MAD[RogersConfig]):
 
     async def _quick_check(self) -> None:
         """SQLite's quick_check of the whole file (in the background: start-up does not wait for it)."""
-        try:
-            problems = await self.store.quick_check()
-        except Exception as exc:
-            problems = [f"{type(exc).__name__}: {exc}"]
+        # Its own read-only connection, in a thread: reads on the store's reader go on meanwhile.
+        problems = await asyncio.to_thread(check_file, self.store.path, quick=True)
         if problems:
             self._found_damage([], f"quick_check: {'; '.join(problems[:5])}")
 

@@ -465,12 +465,6 @@ class ConversationStore:
     async def integrity_check(self) -> str:
         return str(await _scalar(self.reader, "PRAGMA integrity_check"))
 
-    async def quick_check(self) -> list[str]:
-        """SQLite's ``quick_check`` (structure without index contents: linear in file size); ``[]`` when ok."""
-        async with self.reader.execute("PRAGMA quick_check(20)") as cursor:
-            found = [str(row[0]) for row in await cursor.fetchall()]
-        return [] if found == ["ok"] else found
-
 
 def _conversation(row: sqlite3.Row | tuple[Any, ...]) -> Conversation:
     cid, title, created_at, updated_at, created_by, count, owner = row

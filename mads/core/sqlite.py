@@ -258,6 +258,13 @@ def storage_fault(exc: BaseException) -> str | None:
     return None
 
 
+def fault_detail(exc: BaseException) -> str:
+    """What went wrong without a file path (``OSError``'s text names the file): safe for error bodies."""
+    if isinstance(exc, OSError) and not isinstance(exc, sqlite3.Error):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
 def free_bytes(path: Path) -> int:
     """Bytes free (for an unprivileged writer) on the filesystem holding ``path`` (or its nearest parent)."""
     probe = path

@@ -43,7 +43,7 @@ from mads.core.audit_trail import (
 from mads.core.base import MAD, MadContext, ToolFailure
 from mads.core.ledger import LEDGER_EVENT_TYPE, Entry, Ledger, LedgerEvent
 from mads.core.quarantine import QuarantineGate
-from mads.core.sqlite import storage_fault
+from mads.core.sqlite import fault_detail, storage_fault
 from mads.core.store_health import HealthTracker, StorageReport
 from mads.core.tools import Call, tool
 from mads.mcnamara.events import EventMapper
@@ -181,7 +181,9 @@ class McNamara(MAD[McNamaraConfig]):
         try:
             record = await self.trail.append(event)
         except AuditError as exc:
-            self.health.failed(f"{storage_fault(exc.__cause__ or exc) or 'write_failed'}: {exc.__cause__ or exc}")
+            cause = exc.__cause__
+            detail = fault_detail(cause) if cause is not None else "the trail is not open or its head is missing"
+            self.health.failed(f"{storage_fault(cause or exc) or 'write_failed'}: {detail}")
             self.health.health.refused += 1  # records that could not be written (each will be in a gap record)
             raise
         if not self.health.health.writable:

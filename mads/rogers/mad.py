@@ -40,7 +40,7 @@ from bus.ids import new_id
 from mads.core import ledger, names
 from mads.core.artifacts import ArtifactRef
 from mads.core.base import MAD, MadContext, RemoteError, ToolFailure
-from mads.core.sqlite import check_file, storage_fault
+from mads.core.sqlite import check_file, fault_detail, storage_fault
 from mads.core.store_health import STORAGE_TOPIC, HealthTracker, StorageEvent, StorageReport
 from mads.core.tools import Call, tool
 from mads.rogers.artifacts import ArtifactDamaged, ArtifactStore
@@ -304,7 +304,7 @@ class Rogers(MAD[RogersConfig]):
         self._refused += len(batch)
         self._refused_in_outage += len(batch)
         self.health.health.refused += len(batch)
-        error = f"{fault}: {exc}"
+        error = f"{fault}: {fault_detail(exc)}"
         self._storage_failed(error)
         log.error("rogers refused %d envelopes: %s cannot be written (%s)", len(batch), self.store.path, error)
         self._committed = batch[-1][0]
@@ -463,7 +463,7 @@ class Rogers(MAD[RogersConfig]):
         fault = storage_fault(exc)
         if fault is None:
             return None
-        self._storage_failed(f"{fault}: {exc}")
+        self._storage_failed(f"{fault}: {fault_detail(exc)}")
         return self._unavailable()
 
     async def _position_of(self, envelope_id: str) -> int:
@@ -556,7 +556,7 @@ class Rogers(MAD[RogersConfig]):
         try:
             page = await self.store.history(args.conversation_id, args.cursor, limit, args.direction)
         except StoreDamaged as exc:
-            self._found_damage([], str(exc))
+            self._found_damage([], exc.what)
             raise ToolFailure(
                 "storage_damaged",
                 f"{self.health.health.store} is damaged where this conversation is stored; an operator was alerted",
@@ -682,7 +682,7 @@ class Rogers(MAD[RogersConfig]):
                 return Claim(status="new", message_id=args.message_id)
             reply = await self.store.reply_to(message_id)
         except StoreDamaged as exc:
-            self._found_damage([], str(exc))
+            self._found_damage([], exc.what)
             raise ToolFailure(
                 "storage_damaged", f"{self.health.health.store} is damaged; an operator was alerted"
             ) from None

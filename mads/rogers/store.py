@@ -78,6 +78,8 @@ class StoreDamaged(StoreError):
 
     def __init__(self, path: Path, what: str) -> None:
         self.path = path
+        self.what = what
+        """The damage without the path (for /healthz and error bodies, which never show server paths)."""
         super().__init__(f"{path} is damaged: {what}; run `ecosystem.py storage check`")
 
 

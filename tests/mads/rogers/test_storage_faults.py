@@ -8,6 +8,7 @@ ENOSPC from the kernel.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -74,6 +75,8 @@ async def test_disk_full_refuses_at_once_and_never_stores_later(tmp_path: Path, 
             assert health["status"] == "degraded", health
             store = next(s for s in health["storage"] if s["store"] == "rogers/conversations.db")
             assert store["writable"] is False and "disk_full" in store["last_error"]
+            assert str(tmp_path) not in json.dumps(health), "/healthz names stores, never server paths"
+            assert str(tmp_path) not in json.dumps(body), "nor do error bodies"
             audit = next(s for s in health["storage"] if s["store"] == "mcnamara/audit.db")
             assert audit["writable"] is True and "path" not in audit
             db_path = str(data / names.ROGERS / "conversations.db")

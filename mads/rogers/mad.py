@@ -136,6 +136,7 @@ class Rogers(MAD[RogersConfig]):
         self._ledger: dict[str, tuple[int, str, int]] = {}
         """Per conversation: messages stored, running hash, last seq folded in (see mads.core.ledger)."""
         self._ledger_lock = asyncio.Lock()
+        self._ledger_requests: set[str] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -202,7 +203,7 @@ class Rogers(MAD[RogersConfig]):
                 self._positions.popitem(last=False)
 
     def _stored(self, envelope: Envelope) -> bool:
-        if self._skip.match(envelope.recipient):
+        if self._skip.match(envelope.recipient) or self._ledger_traffic(envelope):
             return False
         return not (
             envelope.sender == self.address and envelope.kind is Kind.REPLY and not self.config.store_own_replies
@@ -398,6 +399,22 @@ class Rogers(MAD[RogersConfig]):
                     )
                 except Exception as exc:
                     log.error("rogers could not publish its ledger: %s", exc)
+
+    def _ledger_traffic(self, envelope: Envelope) -> bool:
+        """Rogers asking McNamara for the ledger (retried until McNamara runs), and the answers: bookkeeping,
+        not stored (it would add envelopes to the store at every start, and many without McNamara)."""
+        if envelope.correlation_id is not None and envelope.correlation_id in self._ledger_requests:
+            self._ledger_requests.discard(envelope.correlation_id)
+            return True
+        if (
+            envelope.sender == self.address
+            and envelope.kind is Kind.REQUEST
+            and envelope.recipient.split(".", 1)[0] == names.MCNAMARA
+            and any(isinstance(p, CommandPart) and p.tool == "ledger" for p in envelope.content)
+        ):
+            self._ledger_requests.add(envelope.id)
+            return True
+        return False
 
     async def _check_ledger(self) -> None:
         """After a start: compare what McNamara's trail says was acknowledged with what the file holds."""

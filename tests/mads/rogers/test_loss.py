@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import aiosqlite
+
 from bus.base import Subscription
 from bus.envelope import Envelope
 from bus.memory import InMemoryBus
@@ -21,7 +23,7 @@ from mads.core.store_health import STORAGE_TOPIC
 from mads.mcnamara import McNamara
 from mads.rogers import Rogers
 from tests.mads.admin.test_audit_cli import cli
-from tests.mads.rogers.support import call, note
+from tests.mads.rogers.support import Recorder, call, note
 from tests.support.waiting import eventually, eventually_async
 
 FIRST, LATER = 10, 10
@@ -113,3 +115,33 @@ async def test_a_truncated_wal_is_reported_as_lost_acknowledged_messages(tmp_pat
 
 async def _count_is(mcnamara: McNamara, cid: str, expected: int) -> bool:
     return await _ledger_count(mcnamara, cid) == expected
+
+
+async def test_asking_for_the_ledger_without_mcnamara_stores_nothing(tmp_path: Path) -> None:
+    """No McNamara: Rogers keeps asking (no_route) while it waits for one; none of that is stored."""
+    bus = InMemoryBus()
+    await bus.start()
+    recorder = Recorder()
+    await bus.wiretap(recorder)
+    rogers = Rogers(MadContext(bus=bus, data_dir=tmp_path))
+    await rogers.start()
+    try:
+
+        def asked() -> list[Envelope]:
+            return [
+                e
+                for e in recorder.seen
+                if e.sender == rogers.address and any(getattr(p, "tool", None) == "ledger" for p in e.content)
+            ]
+
+        await eventually(lambda: len(asked()) >= 2, what="two ledger requests")
+        await call(bus, "sync")
+        ids = {e.id for e in asked()}
+        answers = {e.id for e in recorder.seen if e.correlation_id in ids}
+        assert answers, "each request was answered (no_route)"
+        async with aiosqlite.connect(rogers.store.path) as db, db.execute("SELECT id FROM messages") as cursor:
+            stored = {row[0] for row in await cursor.fetchall()}
+        assert stored and not (ids | answers) & stored
+    finally:
+        await rogers.stop()
+        await bus.close()

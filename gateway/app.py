@@ -36,6 +36,8 @@ from mads.core.settings import Settings
 log = logging.getLogger(__name__)
 
 SOCKET_FLUSH_TIMEOUT = 2.0
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+"""Bind addresses that name no origin a browser could be on."""
 
 
 class Gateway:
@@ -116,6 +118,13 @@ class Gateway:
         port = self._runner.addresses[0][1]
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         self.url = f"{'https' if context else 'http'}://{host}:{port}/"
+        self.auth.own_origin = None if cfg.host in WILDCARD_HOSTS else self.url.rstrip("/").lower()
+        if self.auth.own_origin is None and not self.auth.trusted_origins:
+            log.warning(
+                "gateway bound to %s: browsers can open the chat socket only from [gateway] trusted_origins, "
+                "which is empty",
+                cfg.host,
+            )
         log.info("gateway listening on %s", self.url)
         try:
             await first_run(self.auth.store, self.auth.audit, self.url)

@@ -77,7 +77,8 @@ acknowledged answers the stored reply; one still being answered gets 409 `in_pro
 WebSocket (not expressible in OpenAPI): `GET /api/conversations/{conversation_id}/stream` upgrades to a socket that
 streams `delta` frames of the conversation and accepts `{"type": "message", "text": ...}` frames. It needs the same
 credentials as the API and, when an `Origin` header is sent (browsers always send one), an origin equal to the
-gateway's own or a configured trusted origin; otherwise 403 before the upgrade.
+gateway's own (the address it is bound to, not the `Host` header) or a configured trusted origin; otherwise 403
+before the upgrade.
 """
 
 

@@ -27,6 +27,15 @@ class AuthContext:
     tls: bool
     trusted_origins: frozenset[str] = field(default_factory=frozenset)
     hsts_max_age: int = 0
+    own_origin: str | None = None
+    """``scheme://host:port`` the gateway is bound to (set at start; None for a wildcard bind address)."""
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """Browser origins that may open the WebSocket: the gateway's own and the configured trusted ones."""
+        if self.own_origin is None:
+            return self.trusted_origins
+        return self.trusted_origins | {self.own_origin}
 
     @property
     def cookie(self) -> str:

@@ -79,10 +79,10 @@ def unauthorized(message: str, *, invalid: bool = False) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
-def _origin_allowed(request: web.Request, auth: AuthContext, origin: str) -> bool:
-    origin = origin.rstrip("/").lower()
-    own = f"{request.scheme}://{request.host}".lower()
-    return origin == own or origin in auth.trusted_origins
+def _origin_allowed(auth: AuthContext, origin: str) -> bool:
+    """The gateway's own origin (from the address it is bound to) or a configured one: never the Host header,
+    which the client chooses."""
+    return origin.rstrip("/").lower() in auth.allowed_origins
 
 
 async def _from_bearer(request: web.Request, auth: AuthContext, header: str) -> Identity:
@@ -187,7 +187,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         origin = request.headers.get("Origin")
         if origin is None and identity.via == "session":
             raise ApiError(403, "origin_forbidden", "a WebSocket opened with a session cookie must send Origin")
-        if origin is not None and not _origin_allowed(request, auth, origin):
+        if origin is not None and not _origin_allowed(auth, origin):
             raise ApiError(403, "origin_forbidden", "this WebSocket origin is not allowed")
     request[IDENTITY_KEY] = identity
     return await handler(request)

@@ -63,3 +63,16 @@ async def test_trusted_origins_are_configurable(tmp_path: Path, llm_server: Scri
             assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "ready"
         url = eco.at(f"/api/conversations/{cid}/stream")
         assert await handshake_status(eco.http, url, origin="https://other.example.org") == 403
+
+
+async def test_origin_is_checked_against_the_gateways_own_origin_not_the_host_header(ecosystem: Running) -> None:
+    cid = await ecosystem.new_conversation()
+    url = ecosystem.at(f"/api/conversations/{cid}/stream")
+    forged = {"Host": "evil.example"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.post(ecosystem.at("/api/session"), json={"token": ecosystem.token}) as response:
+            assert response.status == 200
+        assert await handshake_status(browser, url, origin="http://evil.example", headers=forged) == 403
+        async with browser.ws_connect(url, origin=ecosystem.origin) as ws:
+            assert (await ws.receive_json(timeout=TIMEOUT))["type"] == "ready"
+    assert await handshake_status(ecosystem.http, url, origin="http://evil.example", headers=forged) == 403

@@ -27,6 +27,7 @@ from gateway.redaction import REDACTOR_KEY, redaction_middleware
 from gateway.routes import alerts, api, metrics, pages, session, stream
 from gateway.security_headers import set_security_headers
 from gateway.server import GatewayRunner
+from gateway.socket_watch import WATCH_KEY, SocketWatch
 from gateway.state import STATE_KEY, GatewayState
 from gateway.storage_health import StorageHealth
 from mads.core.directory import Directory
@@ -57,6 +58,7 @@ class Gateway:
             storage=StorageHealth(bus),
         )
         self.auth = AuthContext.build(settings.gateway, bus, AuthStore(auth_dir(data_dir)))
+        self.watch = SocketWatch(self.auth)
         self.app = self.build_app()
         self._runner: GatewayRunner | None = None
         self.url: str | None = None
@@ -71,6 +73,7 @@ class Gateway:
         app[STATE_KEY] = self.state
         app[DRAIN_KEY] = self.drain
         app[AUTH_KEY] = self.auth
+        app[WATCH_KEY] = self.watch
         app[REDACTOR_KEY] = self.redactor
         app.on_response_prepare.append(set_security_headers)
         for table in (api.routes, session.routes, alerts.routes, metrics.routes, stream.routes, pages.routes):
@@ -97,6 +100,7 @@ class Gateway:
         context = self._ssl_context()
         await self.auth.store.open()
         await self.auth.blocks.follow(self.state.bus)
+        self.watch.start()
         # handler_cancellation: a client that goes away cancels its handler, and with it (MadClient.send)
         # the work its request started on the bus.
         handler_args = {
@@ -137,6 +141,7 @@ class Gateway:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self.watch.stop()
         await self.auth.blocks.stop()
         await self.auth.store.close()
 

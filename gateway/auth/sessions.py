@@ -89,6 +89,19 @@ class SessionStore:
         self._sessions.move_to_end(key)
         return session
 
+    def alive(self, session: Session) -> bool:
+        """Whether ``session`` is still open and unexpired (without touching it)."""
+        return self._sessions.get(session.key) is session and not self._expired(session, self.clock())
+
+    def touch(self, session: Session) -> bool:
+        """Mark ``session`` as in use (a socket message); False if it has ended."""
+        if not self.alive(session):
+            self.close(session)
+            return False
+        session.last_seen = self.clock()
+        self._sessions.move_to_end(session.key)
+        return True
+
     def remaining(self, session: Session) -> float:
         """Seconds until the absolute expiry (the cookie's Max-Age)."""
         return max(0.0, session.created + self.max_age - self.clock())

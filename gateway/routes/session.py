@@ -17,6 +17,7 @@ from gateway.auth.store import TokenRejected
 from gateway.errors import ApiError
 from gateway.principal import identity_of
 from gateway.schemas import EmptyBody, LoginRequest, SessionInfo, read_body
+from gateway.socket_watch import WATCH_KEY
 
 routes = web.RouteTableDef()
 
@@ -89,5 +90,6 @@ async def logout(request: web.Request) -> web.Response:
     response = web.Response(status=204)
     if identity.session is not None:
         auth.sessions.close(identity.session)
+        request.app[WATCH_KEY].session_ended(identity.session)
         response.del_cookie(auth.cookie, path="/", secure=auth.tls, httponly=True, samesite="Strict")
     return response

@@ -29,9 +29,10 @@ from bus.topics import stream_topic
 from gateway.errors import ApiError, error_body
 from gateway.json_input import JsonInputError, decode_json
 from gateway.outbox import Outbox
-from gateway.principal import principal_of
+from gateway.principal import identity_of, principal_of
 from gateway.redaction import REDACTOR_KEY
 from gateway.schemas import MessageFrame, conversation_id
+from gateway.socket_watch import WATCH_KEY
 from gateway.state import GatewayState, state_of
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     cid = conversation_id(request)
     principal = principal_of(request)
+    identity = identity_of(request)
+    watch = request.app[WATCH_KEY]
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=state.settings.gateway.max_body_bytes)
     if not ws.can_prepare(request).ok:
         raise ApiError(
@@ -131,10 +134,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         await ws.prepare(request)
         state.sockets[ws] = outbox
+        watch.add(ws, identity, outbox)
         outbox.put({"type": "ready", "conversation_id": cid})
         pump = asyncio.create_task(outbox.pump(ws))
         async for message in ws:
             if message.type is WSMsgType.TEXT:
+                if not await watch.still_allowed(identity):
+                    watch.refuse(ws, "the credentials this connection was opened with are no longer valid")
+                    continue
                 try:
                     session.on_text(message.data)
                 except Exception:  # a bug must cost one error frame, not the socket
@@ -147,6 +154,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 outbox.put(error_frame(415, info))
     finally:
         state.sockets.pop(ws, None)
+        watch.remove(ws)
         await subscription.cancel()
         await session.close()
         if pump is not None:

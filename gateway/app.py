@@ -131,7 +131,7 @@ class Gateway:
             )
         log.info("gateway listening on %s", self.url)
         try:
-            await first_run(self.auth.store, self.auth.audit, self.url)
+            await first_run(self.auth.store, self.auth.audit, self.auth.codes, self.url)
         except BaseException:
             await self._release()
             raise

@@ -1,8 +1,11 @@
-"""First run: an empty auth store gets an ``admin`` operator token and the console gets one login link.
+"""First run: an empty auth store gets an ``admin`` operator token; the console gets a one-time login link and,
+on its own line, the token.
 
-The token travels in the URL *fragment* (``/login#token=…``): browsers never send
-fragments to the server, so it cannot land in access logs or proxies; the login
-page reads it, signs in, and wipes it from the address bar. The link is printed
+The link carries a single-use code (:mod:`gateway.auth.login_codes`), not the token, in
+the URL *fragment* (``/login#code=…``): browsers never send fragments to the server, so
+it cannot land in access logs or proxies; the login page reads it, exchanges it for a
+session, and wipes it from the address bar. Used once (or after its expiry) the link is
+worthless. The long-lived token is printed separately, for API clients. Both are printed
 exactly once, when the store had no principals; later starts print nothing.
 """
 
@@ -12,6 +15,7 @@ import sys
 from typing import TextIO
 
 from gateway.auth.audit import AuthAudit
+from gateway.auth.login_codes import LoginCodes
 from gateway.auth.store import AuthStore, Issued, Role
 
 ADMIN = "admin"
@@ -36,11 +40,22 @@ async def issue_token(
     return issued
 
 
-async def first_run(store: AuthStore, audit: AuthAudit, base_url: str, out: TextIO | None = None) -> bool:
-    """If nobody can sign in yet, make the admin token and print the one-time login link. True if it did."""
+async def first_run(
+    store: AuthStore, audit: AuthAudit, codes: LoginCodes, base_url: str, out: TextIO | None = None
+) -> bool:
+    """If nobody can sign in yet, make the admin token and print a one-time login link and, apart, the token."""
     if await store.principal_count() > 0:
         return False
     issued = await issue_token(store, audit, ADMIN, "operator", actor="gateway.first_run")
-    link = f"{base_url.rstrip('/')}/login#token={issued.token}"
-    print(f"First run: sign in as {ADMIN} (operator) at {link}", file=out or sys.stdout, flush=True)
+    code = codes.issue(issued.info.id)
+    link = f"{base_url.rstrip('/')}/login#code={code}"
+    minutes = round(codes.ttl / 60)
+    stream = out or sys.stdout
+    print(f"First run: sign in as {ADMIN} (operator) at {link} (one-time link, valid {minutes} minutes)", file=stream)
+    print(
+        f"API token for {ADMIN} (shown once; keep it secret; use it as 'Authorization: Bearer <token>' or paste it "
+        f"on the login page): {issued.token}",
+        file=stream,
+        flush=True,
+    )
     return True

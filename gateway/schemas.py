@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 
 from bus.envelope import ErrorInfo, FieldError
 from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, ApiError
@@ -200,7 +200,18 @@ class EmptyBody(Strict):
 
 
 class LoginRequest(Strict):
-    token: str = Field(min_length=1, max_length=200, description="A bearer token (mad_…).")
+    """Exactly one of ``token`` (a bearer token) and ``code`` (the single-use code of a first-run link)."""
+
+    token: str | None = Field(default=None, min_length=1, max_length=200, description="A bearer token (mad_…).")
+    code: str | None = Field(
+        default=None, min_length=1, max_length=200, description="The one-time code from a first-run login link."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LoginRequest:
+        if (self.token is None) == (self.code is None):
+            raise ValueError("send exactly one of token and code")
+        return self
 
 
 class SessionInfo(Strict):

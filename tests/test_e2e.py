@@ -4,8 +4,8 @@ The scripted LLM runs in the test process on loopback; the ecosystem reaches it 
 HTTP through Fiedler and litellm. Grace hands the question to Rogers mid-turn, the
 reply streams over the WebSocket, the exchange is in the stored history, SIGTERM stops
 the process cleanly, and a restart on the same data directory still has the history.
-The gateway requires authentication: the first start prints a one-time login link whose
-fragment carries the admin token; the test signs in with it as a bearer token.
+The gateway requires authentication: the first start prints a one-time login link and, on
+the next line, the admin's API token; the test uses that token as a bearer token.
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ FRAME_TIMEOUT = 60.0
 """The first frame waits for the first LLM call of a fresh process, which loads litellm (tens of seconds on a
 busy 2-core machine); later frames come in milliseconds."""
 URL_LINE = re.compile(r"running at (?P<url>http://127\.0\.0\.1:\d+/)")
-FIRST_RUN = re.compile(
-    r"^First run: sign in as admin \(operator\) at (?P<url>http://\S+)/login#token=(?P<token>mad_\S+)$"
-)
+FIRST_RUN = re.compile(r"^First run: sign in as admin \(operator\) at (?P<url>http://\S+)/login#code=\S+ \(one-time")
+API_TOKEN = re.compile(r"^API token for admin .*: (?P<token>mad_\S+)$")
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +92,10 @@ async def ecosystem_process(
         line = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
         first_run = FIRST_RUN.match(line.strip())
         if first_run:
-            token = first_run["token"]
+            line = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
+            api_token = API_TOKEN.match(line.strip())
+            assert api_token, f"no API token line after the login link: {line!r}"
+            token = api_token["token"]
             line = (await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT)).decode()
         match = URL_LINE.search(line)
         assert match, f"no URL on stdout: {line!r}; stderr: {tail(log)}"

@@ -9,6 +9,7 @@ from aiohttp import web
 from bus.base import Bus
 from gateway.auth.audit import AuthAudit
 from gateway.auth.blocklist import BlockList
+from gateway.auth.login_codes import LoginCodes
 from gateway.auth.ratelimit import RateLimiter
 from gateway.auth.sessions import SessionStore, cookie_name
 from gateway.auth.store import AuthStore
@@ -25,6 +26,7 @@ class AuthContext:
     per_principal: RateLimiter
     login: RateLimiter
     tls: bool
+    codes: LoginCodes = field(default_factory=LoginCodes)
     trusted_origins: frozenset[str] = field(default_factory=frozenset)
     hsts_max_age: int = 0
     own_origin: str | None = None

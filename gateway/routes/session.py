@@ -1,4 +1,5 @@
-"""Signing in with a token from the browser: a session cookie plus a CSRF token, and signing out.
+"""Signing in from the browser, with a token or a first-run link's one-time code: a session cookie plus a CSRF
+token, and signing out.
 
 The token is checked against the auth store; failures are published for McNamara's
 brute-force rule and answered with one message whatever the reason (no hint whether
@@ -11,9 +12,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from bus.topics import AuthEvent
-from gateway.auth.context import auth_of
+from gateway.auth.context import AuthContext, auth_of
 from gateway.auth.guard import client_ip, rate_limited
-from gateway.auth.store import TokenRejected
+from gateway.auth.store import TokenRejected, Verified
 from gateway.errors import ApiError
 from gateway.principal import identity_of
 from gateway.schemas import EmptyBody, LoginRequest, SessionInfo, read_body
@@ -24,6 +25,45 @@ routes = web.RouteTableDef()
 LOGIN_ROUTE = "/api/session"
 
 
+async def _failed(auth: AuthContext, ip: str, reason: str, principal: str | None = None) -> None:
+    await auth.audit.publish(
+        AuthEvent(
+            outcome="denied" if principal else "failure",
+            method="login",
+            principal=principal,
+            ip=ip,
+            reason=reason,
+            route=LOGIN_ROUTE,
+        )
+    )
+
+
+async def _verify(auth: AuthContext, token: str, ip: str) -> Verified:
+    try:
+        return await auth.store.verify(token)
+    except TokenRejected as rejected:
+        await _failed(auth, ip, f"token {rejected.reason}", rejected.principal)
+        raise ApiError(401, "invalid_token", "that token is not valid (unknown, revoked or expired)") from None
+
+
+async def _redeem(auth: AuthContext, code: str, ip: str) -> Verified:
+    """The token a one-time code stands for; the code is spent whatever happens next."""
+    refused = ApiError(
+        401,
+        "invalid_code",
+        "that sign-in link was already used or has expired; sign in with an access token instead",
+    )
+    token_id = auth.codes.redeem(code)
+    if token_id is None:
+        await _failed(auth, ip, "login code unknown, used or expired")
+        raise refused
+    try:
+        return await auth.store.still_valid(token_id)
+    except TokenRejected as rejected:
+        await _failed(auth, ip, f"login code's token {rejected.reason}", rejected.principal)
+        raise refused from None
+
+
 @routes.post(LOGIN_ROUTE)
 async def login(request: web.Request) -> web.Response:
     auth = auth_of(request)
@@ -32,25 +72,18 @@ async def login(request: web.Request) -> web.Response:
     if retry:
         raise rate_limited("login", retry)
     body = await read_body(request, LoginRequest)
-    try:
-        verified = await auth.store.verify(body.token)
-    except TokenRejected as rejected:
-        await auth.audit.publish(
-            AuthEvent(
-                outcome="denied" if rejected.principal else "failure",
-                method="login",
-                principal=rejected.principal,
-                ip=ip,
-                reason=f"token {rejected.reason}",
-                route=LOGIN_ROUTE,
-            )
-        )
-        raise ApiError(401, "invalid_token", "that token is not valid (unknown, revoked or expired)") from None
+    if body.code is not None:
+        verified = await _redeem(auth, body.code, ip)
+        method = "login_code"
+    else:
+        assert body.token is not None
+        verified = await _verify(auth, body.token, ip)
+        method = "login"
     await auth.audit.record(
         "auth.login",
         verified.principal,
         "login",
-        {"ip": ip, "route": LOGIN_ROUTE, "method": "login", "token_id": verified.token_id},
+        {"ip": ip, "route": LOGIN_ROUTE, "method": method, "token_id": verified.token_id},
     )
     previous = auth.sessions.get(request.cookies.get(auth.cookie, "")) if request.cookies.get(auth.cookie) else None
     if previous is not None:

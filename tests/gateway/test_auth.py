@@ -171,7 +171,7 @@ async def test_login_body_is_validated_and_named(ecosystem: Running) -> None:
     async with browser() as http:
         async with http.post(ecosystem.at("/api/session"), json={"tok": "x"}) as response:
             assert response.status == 422
-            assert_error(await response.json(), "invalid_request", "body.token", "body.tok")
+            assert_error(await response.json(), "invalid_request", "body.tok")
         async with http.post(ecosystem.at("/api/session"), data="token=x") as response:
             assert response.status == 415
 

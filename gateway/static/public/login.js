@@ -1,4 +1,4 @@
-// The login page: sign in with a token from the URL fragment (the first-run link) or typed in.
+// The login page: sign in with the one-time code of a first-run link (URL fragment) or a token typed in.
 // The fragment never reaches the server; it is read here and wiped from the address bar at once.
 
 const form = document.getElementById("login");
@@ -12,7 +12,7 @@ function showError(message) {
   errorLine.hidden = !message;
 }
 
-async function signIn(token) {
+async function signIn(credentials) {
   showError("");
   submit.disabled = true;
   statusLine.textContent = "Signing in…";
@@ -20,7 +20,7 @@ async function signIn(token) {
     const response = await fetch("/api/session", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ token }),
+      body: JSON.stringify(credentials),
       credentials: "same-origin",
     });
     if (response.ok) {
@@ -40,11 +40,11 @@ async function signIn(token) {
   }
 }
 
-function tokenFromFragment() {
+function codeFromFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get("token");
+  const code = params.get("code");
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
-  return token;
+  return code;
 }
 
 form.addEventListener("submit", (event) => {
@@ -56,9 +56,9 @@ form.addEventListener("submit", (event) => {
     return;
   }
   input.value = "";
-  signIn(token);
+  signIn({ token });
 });
 
-const fromLink = tokenFromFragment();
-if (fromLink) signIn(fromLink);
+const fromLink = codeFromFragment();
+if (fromLink) signIn({ code: fromLink });
 else input.focus();

@@ -54,7 +54,8 @@ ERROR_DESCRIPTIONS = {
     404: "No such resource (another person's conversation is answered exactly like a missing one).",
     408: "The request body did not arrive within the gateway's body timeout.",
     409: "The turn was cancelled (`POST …/cancel`) before it was answered.",
-    413: "The body is over the size limit.",
+    413: "The body is over the gateway's max_body_bytes (1 MiB by default), e.g. a message text near its "
+    "100 000-character limit written in multi-byte characters.",
     415: "The body is not application/json.",
     422: "A field is invalid; `fields` names each one and why.",
     429: "Rate limited (retry after `Retry-After` seconds), or `budget_exceeded`: an LLM budget is spent.",

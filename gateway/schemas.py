@@ -12,7 +12,16 @@ from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bus.envelope import ErrorInfo, FieldError
 from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, ApiError
@@ -45,7 +54,12 @@ class PostMessage(Strict):
 
 
 class PageQuery(Strict):
-    cursor: str | None = Field(default=None, min_length=1, max_length=200)
+    cursor: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Opaque: the next_cursor of the previous page, as returned; any other value is 422 (query.cursor).",
+    )
     limit: int = Field(default=50, ge=1, le=200)
 
 
@@ -224,9 +238,22 @@ class SessionInfo(Strict):
     expires_in: float | None = Field(description="seconds until the session's absolute expiry (sessions only)")
 
 
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
 class AlertsQuery(Strict):
-    since: datetime | None = None
+    since: AwareDatetime | None = Field(
+        default=None,
+        description="Only alerts active since then: an RFC 3339 date-time with its UTC offset (2026-01-31T12:00:00Z).",
+    )
     include_acknowledged: bool = False
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: object) -> object:
+        if value is not None and not (isinstance(value, str) and RFC3339.match(value)):
+            raise ValueError("must be an RFC 3339 date-time with its UTC offset, such as 2026-01-31T12:00:00Z")
+        return value
 
 
 class AlertPath(Strict):

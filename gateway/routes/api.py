@@ -7,6 +7,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from bus.envelope import FieldError
+from gateway.errors import ApiError
 from gateway.mad_client import ROGERS
 from gateway.openapi import build_document
 from gateway.principal import principal_of, user_address
@@ -87,12 +89,27 @@ async def create_conversation(request: web.Request) -> web.Response:
     return web.json_response(created, status=201)
 
 
+def as_query_error(exc: ApiError, parameters: set[str]) -> ApiError:
+    """Rogers refused an argument the client sent as a query parameter: name it as ``query.<name>``."""
+    if exc.status != 422:
+        return exc
+    named = [f for f in exc.info.fields if f.field.rsplit(".", 1)[-1] in parameters]
+    if not named:
+        return exc
+    fields = [FieldError(field=f"query.{f.field.rsplit('.', 1)[-1]}", reason=f.reason) for f in named]
+    summary = "; ".join(f"{f.field}: {f.reason}" for f in fields)
+    return ApiError(422, "invalid_request", f"validation failed: {summary}", fields)
+
+
 @routes.get("/api/conversations")
 async def list_conversations(request: web.Request) -> web.Response:
     query = read_query(request, PageQuery)
-    page = await state_of(request).client.call(
-        ROGERS, "list_conversations", query.model_dump(exclude_none=True), principal=principal_of(request)
-    )
+    try:
+        page = await state_of(request).client.call(
+            ROGERS, "list_conversations", query.model_dump(exclude_none=True), principal=principal_of(request)
+        )
+    except ApiError as exc:
+        raise as_query_error(exc, {"cursor"}) from None
     return web.json_response(page)
 
 
@@ -109,7 +126,10 @@ async def history(request: web.Request) -> web.Response:
     client, principal = state_of(request).client, principal_of(request)
     await client.conversation(cid, principal=principal)
     arguments = {"conversation_id": cid, **query.model_dump(exclude_none=True)}
-    return web.json_response(await client.call(ROGERS, "history", arguments, principal=principal))
+    try:
+        return web.json_response(await client.call(ROGERS, "history", arguments, principal=principal))
+    except ApiError as exc:
+        raise as_query_error(exc, {"cursor"}) from None
 
 
 @routes.post("/api/conversations/{conversation_id}/cancel")

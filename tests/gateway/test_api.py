@@ -176,12 +176,6 @@ async def test_query_violations_are_422_naming_each_parameter(ecosystem: Running
     assert_error(body, "invalid_request", "query.limit")
 
 
-async def test_bad_cursor_is_reported_by_rogers_with_the_field(ecosystem: Running) -> None:
-    status, body = await ecosystem.get("/api/conversations", params={"cursor": "not-a-cursor"})
-    assert status == 422
-    assert_error(body, "invalid_arguments", "content.0.arguments.cursor")
-
-
 async def test_unknown_route_and_wrong_method_are_json(ecosystem: Running) -> None:
     status, body = await ecosystem.get("/api/nothing-here")
     assert status == 404
@@ -199,3 +193,28 @@ async def test_llm_failure_is_502_with_the_mads_error(ecosystem: Running, llm_se
     assert status == 502
     error = assert_error(body, "imperator_failed")
     assert error["message"].startswith("grace: ")
+
+
+async def test_query_values_outside_the_documented_schema_are_named(ecosystem: Running) -> None:
+    for since in ("0.5", "1700000000", "yesterday", "2026-01-31T12:00:00"):
+        status, body = await ecosystem.get("/api/alerts", params={"since": since})
+        assert status == 422, (since, body)
+        assert_error(body, "invalid_request", "query.since")
+    status, body = await ecosystem.get("/api/alerts", params={"since": "2026-01-31T12:00:00Z"})
+    assert status == 200, body
+    for cursor in ("0", "x", "not-a-cursor"):
+        status, body = await ecosystem.get("/api/conversations", params={"cursor": cursor})
+        assert status == 422, (cursor, body)
+        assert_error(body, "invalid_request", "query.cursor")
+
+
+async def test_the_openapi_document_says_what_the_queries_and_bodies_accept(ecosystem: Running) -> None:
+    status, document = await ecosystem.get("/api/openapi.json")
+    assert status == 200
+    alerts = {p["name"]: p for p in document["paths"]["/api/alerts"]["get"]["parameters"]}
+    assert alerts["since"]["schema"]["format"] == "date-time" and "offset" in alerts["since"]["description"]
+    listing = {p["name"]: p for p in document["paths"]["/api/conversations"]["get"]["parameters"]}
+    assert "next_cursor" in listing["cursor"]["description"]
+    assert "422" in document["paths"]["/api/conversations"]["get"]["responses"]
+    post = document["paths"]["/api/conversations/{conversation_id}/messages"]["post"]["responses"]
+    assert "413" in post and "422" in post

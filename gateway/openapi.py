@@ -66,9 +66,10 @@ ERROR_DESCRIPTIONS = {
 
 DESCRIPTION = """The mad-ecosystem gateway: Grace's chat, conversations stored by Rogers, and McNamara's alerts.
 
-Authenticate with `Authorization: Bearer mad_…` (tokens from `python ecosystem.py tokens create NAME`) or with the
-session cookie from `POST /api/session`. Cookie sessions must send the session's CSRF token as `X-CSRF-Token` on
-every POST. Every error body is `{"error": {code, message, fields[{field, reason}], retryable}}`.
+Authenticate with `Authorization: Bearer mad_…` (tokens from `uv run python ecosystem.py tokens create NAME`) or
+with the session cookie from `POST /api/session` (a token, or the one-time code of the first-run link). Cookie
+sessions must send the session's CSRF token as `X-CSRF-Token` on every POST. Every error body is
+`{"error": {code, message, fields[{field, reason}], retryable}}`.
 
 A store that cannot write answers 503 `storage_unavailable` (`retryable: true`, with `Retry-After`): nothing was
 stored, and nothing will be later. Send an `Idempotency-Key` header (1-128 of letters, digits, `_-.:`) with

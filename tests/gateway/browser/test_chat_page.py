@@ -1,0 +1,121 @@
+"""Issue 12 point 3, issue 9 items 18-19: the chat page driven in headless Chromium like a person would."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from playwright.async_api import expect
+
+from tests.gateway.browser.chat_page import BUBBLES, ChatPage
+from tests.support.llm_server import RecordedRequest, Reply, ServerError, ToolCall, Turn
+
+STREAMED = "Streaming arrives word by word, so a person sees the answer grow before it is complete."
+
+RECORD_BODY_CHANGES = """() => {
+    window.__seen = [];
+    const log = document.getElementById('messages');
+    new MutationObserver(() => {
+        const live = log.querySelector('article.message[aria-busy=true] .message-body');
+        if (live) window.__seen.push(live.textContent);
+    }).observe(log, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+async def test_sign_in_with_the_login_link_then_sign_out(chat: ChatPage) -> None:
+    await chat.sign_in()
+    assert "token=" not in chat.page.url, "the login link's secret is wiped from the address bar"
+    await chat.page.get_by_role("button", name="Sign out").click()
+    await expect(chat.page).to_have_url(re.compile(r"/login$"))
+    await chat.page.goto(chat.eco.at("/"))
+    await expect(chat.page).to_have_url(re.compile(r"/login$"))  # the session is gone, not just the page
+
+
+async def test_a_command_answers_and_prose_streams_in(chat: ChatPage) -> None:
+    await chat.sign_in()
+    await chat.new_conversation()
+
+    reply = await chat.finished(await chat.send("/rogers stats {}"))
+    await expect(reply.locator(".author")).to_have_text("grace")
+    await expect(reply.locator(".message-body")).to_contain_text('"schema_version"')
+    await expect(reply.locator(".badges")).to_contain_text("rogers")
+
+    await chat.page.evaluate(RECORD_BODY_CHANGES)
+    chat.llm.script(Reply(text=STREAMED, chunk_delay=0.02))  # chunks paced by the scripted server
+    reply = await chat.finished(await chat.send("Tell me how replies arrive."))
+    await expect(reply.locator(".message-body")).to_have_text(STREAMED)
+    seen = [text for text in await chat.page.evaluate("window.__seen") if text]
+    partial = [text for text in seen if text != STREAMED]
+    assert partial, f"the reply appeared in one piece: {seen}"
+    assert all(STREAMED.startswith(text) for text in partial), partial
+    assert len(set(partial)) > 1, f"the text did not grow while streaming: {partial}"
+
+
+async def test_an_error_reply_is_shown_as_an_error_also_after_reload(chat: ChatPage) -> None:
+    await chat.sign_in()
+    await chat.new_conversation()
+    chat.llm.script(ServerError(message="provider exploded (scripted)"))
+    reply = await chat.finished(await chat.send("This one fails."))
+    await expect(reply).to_have_class(re.compile(r"\berror\b"))
+    await expect(reply.locator(".message-body")).to_contain_text("the LLM call failed")
+
+    await chat.page.reload()
+    await expect(chat.page.locator(BUBBLES)).to_have_count(2)
+    await expect(chat.page.locator("#composer-error")).to_be_hidden()
+    after = chat.page.locator(BUBBLES).nth(1)
+    await expect(after).to_have_class(re.compile(r"\berror\b"))
+    await expect(after.locator(".message-body")).to_contain_text("the LLM call failed")
+
+
+async def test_reload_shows_the_same_history(chat: ChatPage) -> None:
+    """Commands, a handoff (messages between MADs), an error and an unknown MAD: the same bubbles after reload."""
+    await chat.sign_in()
+    await chat.new_conversation()
+    await chat.finished(await chat.send("/rogers stats {}"))
+    chat.llm.script(
+        ToolCall(name="handoff", arguments={"mad": "rogers", "request": "How many conversations are there?"}),
+        Reply(text="There is one conversation."),
+        Reply(text="Rogers says there is one conversation."),
+    )
+    await chat.finished(await chat.send("How many conversations do I have?"))
+    chat.llm.script(ServerError())
+    await chat.finished(await chat.send("And this fails."))
+    await chat.finished(await chat.send("/nosuchmad foo"))
+    before = await chat.bubbles()
+    assert [b["author"] for b in before] == ["You", "grace"] * 4
+    assert all(b["text"].strip() for b in before), before
+
+    await chat.page.reload()
+    await expect(chat.page.locator(BUBBLES)).to_have_count(len(before))
+    await expect(chat.page.locator("#composer-error")).to_be_hidden()
+    after = await chat.bubbles()
+    assert [(b["author"], b["error"]) for b in after] == [(b["author"], b["error"]) for b in before]
+    for was, now in zip(before, after, strict=True):
+        assert now["text"].strip() and now["text"].split("\n")[0] == was["text"].split("\n")[0], (was, now)
+    assert [b["error"] for b in after] == [False, False, False, False, False, True, False, True]
+
+    entry = await chat.sidebar_entry()
+    await expect(entry.locator(".meta")).to_contain_text(f"{len(before)} messages")
+    await expect(chat.page.locator("#participants")).not_to_contain_text("nosuchmad")
+
+
+async def test_long_work_shows_progress_and_never_an_empty_bubble(chat: ChatPage) -> None:
+    await chat.sign_in()
+    await chat.new_conversation()
+    release = asyncio.Event()
+
+    async def slow(_: RecordedRequest) -> Turn:
+        await release.wait()  # the LLM is still thinking until the test has looked at the page
+        return Reply(text="Done thinking.")
+
+    chat.llm.respond_with(slow)
+    reply = await chat.send("Think about this for a while.")
+    await expect(reply).to_have_attribute("aria-busy", "true")
+    progress = reply.locator(".progress")
+    await expect(progress).to_be_visible()
+    await expect(progress).to_contain_text("grace")
+    assert (await reply.inner_text()).strip(), "the bubble waiting for a reply is empty"
+    release.set()
+    await chat.finished(reply)
+    await expect(reply.locator(".message-body")).to_have_text("Done thinking.")
+    await expect(progress).to_be_hidden()

@@ -7,6 +7,8 @@ import re
 
 from playwright.async_api import expect
 
+from bus.envelope import CommandPart, Envelope, Kind, Principal, deadline_in
+from bus.ids import new_id
 from tests.gateway.browser.chat_page import BUBBLES, ChatPage
 from tests.support.llm_server import RecordedRequest, Reply, ServerError, ToolCall, Turn
 
@@ -84,6 +86,10 @@ async def test_reload_shows_the_same_history(chat: ChatPage) -> None:
     before = await chat.bubbles()
     assert [b["author"] for b in before] == ["You", "grace"] * 4
     assert all(b["text"].strip() for b in before), before
+    entry = await chat.sidebar_entry()
+    # Counted as drawn: not Grace's talk with other MADs.
+    await expect(entry.locator(".meta")).to_have_text(re.compile(rf"^{len(before)} messages · "))
+    await run_tool_directly(chat, "fiedler", "models")
 
     await chat.page.reload()
     await expect(chat.page.locator(BUBBLES)).to_have_count(len(before))
@@ -94,9 +100,29 @@ async def test_reload_shows_the_same_history(chat: ChatPage) -> None:
         assert now["text"].strip() and now["text"].split("\n")[0] == was["text"].split("\n")[0], (was, now)
     assert [b["error"] for b in after] == [False, False, False, False, False, True, False, True]
 
-    entry = await chat.sidebar_entry()
-    await expect(entry.locator(".meta")).to_contain_text(f"{len(before)} messages")
     await expect(chat.page.locator("#participants")).not_to_contain_text("nosuchmad")
+
+
+async def run_tool_directly(chat: ChatPage, mad: str, tool: str) -> None:
+    """A person's tool call straight to a MAD in the open conversation (as an API client does, not through Grace):
+    stored by Rogers, never drawn in the chat (live or reloaded), where it would be an empty "You" bubble and an
+    empty bubble from that MAD."""
+    cid = chat.page.url.rsplit("/", 1)[-1]
+    principal = Principal(kind="operator", name="admin")
+    request = Envelope(
+        sender="user.admin",
+        recipient=mad,
+        kind=Kind.REQUEST,
+        conversation_id=cid,
+        principal=principal,
+        deadline=deadline_in(10),
+        content=[CommandPart(tool=tool)],
+    )
+    bus = chat.eco.host.bus
+    reply = await bus.request(request)
+    assert reply.error is None and reply.text() == "", reply
+    sync = request.model_copy(update={"id": new_id(), "recipient": "rogers", "content": [CommandPart(tool="sync")]})
+    assert (await bus.request(sync)).error is None  # stored before the page reloads
 
 
 async def test_long_work_shows_progress_and_never_an_empty_bubble(chat: ChatPage) -> None:

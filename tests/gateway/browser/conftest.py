@@ -10,6 +10,7 @@ except under ``CI=true``, where they fail: CI installs it (``.ci/run``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -21,8 +22,10 @@ from playwright.async_api import Browser, async_playwright, expect
 
 from tests.gateway.browser.chat_page import ChatPage
 from tests.gateway.conftest import GATEWAY_MADS
-from tests.support.ecosystem import ecosystem_settings, running
+from tests.support.ecosystem import Running, ecosystem_settings, running
 from tests.support.llm_server import ScriptedLLM
+from tests.support.sandbox_ecosystem import sandbox_ecosystem, sandbox_settings
+from tests.support.wasm_cache import CompiledCache, shared_compiled_cache
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "browser"
 LINK = re.compile(r"(?P<link>https?://\S+/login\S*)")
@@ -74,21 +77,55 @@ async def chat(
 ) -> AsyncIterator[ChatPage]:
     """A fresh ecosystem, its first-run login link, and a page in a new browser context (not signed in)."""
     settings = ecosystem_settings(tmp_path / "data", llm_server.base_url, mads=GATEWAY_MADS)
-    async with running(settings) as eco:
-        found = LINK.search(capsys.readouterr().out)
-        assert found, "the first run printed no login link"
-        context = await browser.new_context()
-        page = await context.new_page()
-        chat = ChatPage(page=page, eco=eco, llm=llm_server, login_link=found["link"])
-        page.on("pageerror", lambda error: chat.problems.append(f"uncaught: {error}"))
-        page.on("console", lambda message: chat.console.append(f"{message.type}: {message.text}"))
-        try:
-            yield chat
-        finally:
-            reports = request.node.stash.get(REPORTS, {})
-            if any(r.failed for r in reports.values()):
-                await _keep_artifacts(chat, request.node.name)
-            await context.close()
+    async with running(settings) as eco, open_chat(request, eco, llm_server, capsys, browser) as page:
+        yield page
+
+
+@pytest.fixture(scope="session")
+def compiled_cache(tmp_path_factory: pytest.TempPathFactory) -> CompiledCache:
+    return shared_compiled_cache(tmp_path_factory)
+
+
+@pytest.fixture
+async def sandbox_chat(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    llm_server: ScriptedLLM,
+    capsys: pytest.CaptureFixture[str],
+    browser: Browser,
+    compiled_cache: CompiledCache,
+) -> AsyncIterator[ChatPage]:
+    """The same with Hopper and its sandbox (the session's compiled module, so no compile here)."""
+    settings = sandbox_settings(tmp_path / "data", llm_server.base_url, mads=[*GATEWAY_MADS, "hopper"])
+    async with (
+        sandbox_ecosystem(tmp_path / "data", compiled_cache, settings) as eco,
+        open_chat(request, eco, llm_server, capsys, browser) as page,
+    ):
+        yield page
+
+
+@contextlib.asynccontextmanager
+async def open_chat(
+    request: pytest.FixtureRequest,
+    eco: Running,
+    llm_server: ScriptedLLM,
+    capsys: pytest.CaptureFixture[str],
+    browser: Browser,
+) -> AsyncIterator[ChatPage]:
+    found = LINK.search(capsys.readouterr().out)
+    assert found, "the first run printed no login link"
+    context = await browser.new_context()
+    page = await context.new_page()
+    chat = ChatPage(page=page, eco=eco, llm=llm_server, login_link=found["link"])
+    page.on("pageerror", lambda error: chat.problems.append(f"uncaught: {error}"))
+    page.on("console", lambda message: chat.console.append(f"{message.type}: {message.text}"))
+    try:
+        yield chat
+    finally:
+        reports = request.node.stash.get(REPORTS, {})
+        if any(r.failed for r in reports.values()):
+            await _keep_artifacts(chat, request.node.name)
+        await context.close()
     assert not chat.problems, f"the page threw: {chat.problems}"
 
 

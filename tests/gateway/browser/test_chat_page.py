@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
 from playwright.async_api import expect
 
 from bus.envelope import CommandPart, Envelope, Kind, Principal, deadline_in
@@ -20,6 +21,16 @@ RECORD_BODY_CHANGES = """() => {
     new MutationObserver(() => {
         const live = log.querySelector('article.message[aria-busy=true] .message-body');
         if (live) window.__seen.push(live.textContent);
+    }).observe(log, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+RECORD_PROGRESS = """() => {
+    window.__progress = [];
+    const log = document.getElementById('messages');
+    new MutationObserver(() => {
+        const line = log.querySelector('article.message[aria-busy=true] .progress');
+        if (line && window.__progress.at(-1) !== line.textContent) window.__progress.push(line.textContent);
     }).observe(log, {subtree: true, childList: true, characterData: true, attributes: true});
 }"""
 
@@ -126,22 +137,45 @@ async def run_tool_directly(chat: ChatPage, mad: str, tool: str) -> None:
 
 
 async def test_long_work_shows_progress_and_never_an_empty_bubble(chat: ChatPage) -> None:
+    """Grace thinking, then a handoff to Rogers whose own LLM call is still running: the bubble says so."""
     await chat.sign_in()
     await chat.new_conversation()
-    release = asyncio.Event()
+    gates = [asyncio.Event(), asyncio.Event()]
+    turns: list[tuple[asyncio.Event | None, Turn]] = [
+        (gates[0], ToolCall(name="handoff", arguments={"mad": "rogers", "request": "Look this up."})),
+        (gates[1], Reply(text="Rogers looked it up.")),
+        (None, Reply(text="Done: Rogers looked it up.")),
+    ]
 
-    async def slow(_: RecordedRequest) -> Turn:
-        await release.wait()  # the LLM is still thinking until the test has looked at the page
-        return Reply(text="Done thinking.")
+    async def held(_: RecordedRequest) -> Turn:
+        gate, turn = turns.pop(0)
+        if gate is not None:
+            await gate.wait()  # the LLM is still working until the test has looked at the page
+        return turn
 
-    chat.llm.respond_with(slow)
+    chat.llm.respond_with(held)
     reply = await chat.send("Think about this for a while.")
     await expect(reply).to_have_attribute("aria-busy", "true")
     progress = reply.locator(".progress")
-    await expect(progress).to_be_visible()
-    await expect(progress).to_contain_text("grace")
+    await expect(progress).to_have_text("grace is working on it…")
     assert (await reply.inner_text()).strip(), "the bubble waiting for a reply is empty"
-    release.set()
+    gates[0].set()
+    await expect(progress).to_have_text("rogers is working on it…")
+    await expect(reply.locator(".badges")).to_contain_text("→ rogers")
+    gates[1].set()
     await chat.finished(reply)
-    await expect(reply.locator(".message-body")).to_have_text("Done thinking.")
-    await expect(progress).to_be_hidden()
+    await expect(reply.locator(".message-body")).to_have_text("Done: Rogers looked it up.")
+    await expect(progress).to_have_count(0)
+
+
+@pytest.mark.slow
+async def test_a_sandbox_run_shows_its_progress(sandbox_chat: ChatPage) -> None:
+    chat = sandbox_chat
+    await chat.sign_in()
+    await chat.new_conversation()
+    await chat.page.evaluate(RECORD_PROGRESS)
+    reply = await chat.finished(await chat.send('/hopper run_python {"code": "print(6 * 7)"}'))
+    await expect(reply.locator(".message-body")).to_contain_text("42")
+    await expect(reply.locator(".progress")).to_have_count(0)
+    seen = await chat.page.evaluate("window.__progress")
+    assert "hopper.run_python is running…" in seen, seen

@@ -253,7 +253,7 @@ function chatMessage(message) {
     // An error reply reads as it did live: the gateway's error body names the MAD before its message.
     const failed = message.kind === "error" && error ? `${error.code}: ${message.sender}: ${error.message}` : "";
     const text = failed || message.text || (error ? `${error.code}: ${error.message}` : "");
-    return text ? { author: message.sender, text, role: "grace", error: Boolean(error) || message.kind === "error" } : null;
+    return text ? { author: CHAT_MAD, text, role: "grace", error: Boolean(error) || message.kind === "error" } : null;
   }
   return null;
 }

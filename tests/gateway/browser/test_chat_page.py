@@ -169,6 +169,7 @@ async def test_long_work_shows_progress_and_never_an_empty_bubble(chat: ChatPage
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's first sandbox user compiles the runtime: ~90 s of CPU, more when loaded
 async def test_a_sandbox_run_shows_its_progress(sandbox_chat: ChatPage) -> None:
     chat = sandbox_chat
     await chat.sign_in()

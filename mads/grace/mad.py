@@ -142,6 +142,14 @@ class Grace(MAD[GraceConfig]):
                 fields=[FieldError(field="tool", reason="internal tool")],
             )
             return await self._answer(envelope, _failure_text(command, error), _error_part(error))
+        if self.directory.card(command.mad) is None or not self.directory.is_alive(command.mad):
+            # Nothing is sent to a MAD that is not running, so it never becomes a participant of the conversation.
+            error = ErrorInfo(
+                code="no_route",
+                message=f"{command.mad!r} is not running: nothing on this bus serves it",
+                fields=[FieldError(field="mad", reason="not running")],
+            )
+            return await self._answer(envelope, _failure_text(command, error), _error_part(error))
         self._note(envelope, command.mad)
         await self._stream(envelope, StreamDelta(mad=command.mad, event="tool", detail={"tool": command.tool}))
         remaining = envelope.remaining()

@@ -274,16 +274,25 @@ class ConversationStore:
             return None
         conversation = _conversation(row)
         if participants:
-            async with self.reader.execute(
-                "SELECT address, first_seen, last_seen, message_count FROM participants"
-                " WHERE conversation_id = ? ORDER BY first_seen, address",
-                (conversation_id,),
-            ) as cursor:
-                conversation.participants = [
-                    Participant(address=a, first_seen=f, last_seen=la, message_count=n)
-                    for a, f, la, n in await cursor.fetchall()
-                ]
+            await self._fill_participants([conversation])
         return conversation
+
+    async def _fill_participants(self, conversations: Sequence[Conversation]) -> None:
+        """Set each conversation's participants (in order of first appearance) with one query."""
+        by_id = {c.id: c for c in conversations}
+        for conversation in conversations:
+            conversation.participants = []
+        if not by_id:
+            return
+        marks = ", ".join("?" * len(by_id))
+        async with self.reader.execute(
+            "SELECT conversation_id, address, first_seen, last_seen, message_count FROM participants"
+            f" WHERE conversation_id IN ({marks}) ORDER BY conversation_id, first_seen, address",
+            list(by_id),
+        ) as cursor:
+            for cid, address, first, last, count in await cursor.fetchall():
+                participant = Participant(address=address, first_seen=first, last_seen=last, message_count=count)
+                by_id[cid].participants.append(participant)  # type: ignore[union-attr]
 
     async def list_conversations(self, cursor: str | None, limit: int, owner: str | None = None) -> ConversationPage:
         """Newest first by (created_at, id): keys that never change, so pages neither skip nor repeat.
@@ -306,6 +315,7 @@ class ConversationStore:
         async with self.reader.execute(sql, params) as result:
             rows = list(await result.fetchall())
         page = [_conversation(row) for row in rows[:limit]]
+        await self._fill_participants(page)
         next_cursor = encode_conversation_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
         return ConversationPage(conversations=page, next_cursor=next_cursor)
 

@@ -75,3 +75,28 @@ async def test_tool_errors_come_back_named(ecosystem: Running) -> None:
     missing = await ecosystem.say(cid, "/marco fetch_url")
     assert missing["reply"]["error"]["code"] == "no_route"
     assert "Try /help" in missing["reply"]["text"]
+
+
+async def test_a_command_to_a_mad_that_is_not_running_makes_it_no_participant(ecosystem: Running) -> None:
+    cid = await ecosystem.new_conversation()
+    body = await ecosystem.say(cid, "/nosuchmad foo")
+    assert body["reply"]["error"]["code"] == "no_route"
+    assert "nosuchmad" in body["reply"]["text"] and "Try /help" in body["reply"]["text"]
+    assert body["participants"] == ["grace"]
+    status, conversation = await ecosystem.get(f"/api/conversations/{cid}")
+    assert status == 200
+    assert {p["address"] for p in conversation["participants"]} == {"user.tester", "grace"}
+
+
+async def test_the_conversation_list_carries_participants_like_one_conversation(ecosystem: Running) -> None:
+    cid = await ecosystem.new_conversation()
+    await ecosystem.say(cid, "/rogers stats")
+    status, page = await ecosystem.get("/api/conversations")
+    assert status == 200
+    [listed] = page["conversations"]
+    status, single = await ecosystem.get(f"/api/conversations/{cid}")
+    assert status == 200
+    assert listed["participants"] == single["participants"]
+    people = {p["address"]: p["message_count"] for p in listed["participants"] if p["address"].startswith("user.")}
+    assert people == {"user.tester": 2}  # the person's message and the reply: what the chat shows
+    assert listed["message_count"] > 2  # Grace's request to Rogers and the tool-call events are stored too

@@ -3,6 +3,9 @@
 
 const PARTICIPANTS_TYPE = "application/vnd.mad.participants+json";
 const ERROR_TYPE = "application/vnd.mad.error+json";
+const CHAT_MAD = "grace"; // the MAD a person talks to; everything else in a conversation is between MADs
+const PERSON_PREFIX = "user.";
+const NO_TEXT = "(the reply carried no text)";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -105,10 +108,11 @@ function setBody(node, text) {
   body.replaceChildren(details);
 }
 
-function addMessage({ author, text, role, time, badges = [] }) {
+function addMessage({ author, text, role, error = false, time, badges = [] }) {
   els.welcome.hidden = true;
   const node = els.template.content.firstElementChild.cloneNode(true);
   node.classList.add(role);
+  if (error) node.classList.add("error");
   node.querySelector(".author").textContent = author;
   const stamp = node.querySelector("time");
   stamp.textContent = formatTime(time);
@@ -128,11 +132,30 @@ function addBadge(node, label, kind) {
   if (!exists) list.append(badge(label, kind));
 }
 
+// Long work shows what is happening (who thinks, which tool runs) until the reply's text arrives.
+function setProgress(node, text) {
+  let line = node.querySelector(".progress");
+  if (!line) {
+    line = document.createElement("p");
+    line.className = "progress muted small";
+    line.setAttribute("role", "status");
+    node.append(line);
+  }
+  line.textContent = text;
+  line.hidden = false;
+}
+
+function clearProgress(node) {
+  const line = node.querySelector(".progress");
+  if (line) line.remove();
+}
+
 function finishMessage(node, { text, participants = [], error = null }) {
   node.removeAttribute("aria-busy");
+  clearProgress(node);
   let shown = text || "";
   if (!shown && error) shown = `${error.code}: ${error.message}`;
-  setBody(node, shown);
+  setBody(node, shown || NO_TEXT);
   if (error) node.classList.add("error");
   for (const name of participants) addBadge(node, name);
   setParticipants(participants);
@@ -149,12 +172,22 @@ function renderConversation(conversation) {
   button.textContent = conversation.title || "Untitled conversation";
   const meta = document.createElement("span");
   meta.className = "meta";
-  meta.textContent = `${conversation.message_count} messages · ${formatTime(conversation.updated_at)}`;
+  const count = chatMessageCount(conversation);
+  meta.textContent = `${count} message${count === 1 ? "" : "s"} · ${formatTime(conversation.updated_at)}`;
   button.append(meta);
   if (state.conversation && state.conversation.id === conversation.id) button.setAttribute("aria-current", "true");
   button.addEventListener("click", () => openConversation(conversation));
   li.append(button);
   return li;
+}
+
+// What the chat shows: the person's messages and the replies to them. Each involves exactly one person
+// address, so the people's participant counts add up to it; messages between MADs are not counted.
+function chatMessageCount(conversation) {
+  if (!Array.isArray(conversation.participants)) return conversation.message_count;
+  return conversation.participants
+    .filter((p) => p.address.startsWith(PERSON_PREFIX))
+    .reduce((sum, p) => sum + p.message_count, 0);
 }
 
 async function loadConversations(append = false) {
@@ -204,6 +237,27 @@ function errorOf(envelope) {
   return null;
 }
 
+function isChatMad(address) {
+  return address === CHAT_MAD || address.startsWith(`${CHAT_MAD}.`);
+}
+
+// A stored message as the chat shows it, or null for what passed between MADs (or carries nothing to show).
+function chatMessage(message) {
+  const fromPerson = message.sender.startsWith(PERSON_PREFIX);
+  if (message.kind === "request" && fromPerson && isChatMad(message.recipient)) {
+    return message.text ? { author: "You", text: message.text, role: "user" } : null;
+  }
+  const toPerson = message.recipient.startsWith(PERSON_PREFIX);
+  if (toPerson && isChatMad(message.sender) && (message.kind === "reply" || message.kind === "error")) {
+    const error = errorOf(message.envelope);
+    // An error reply reads as it did live: the gateway's error body names the MAD before its message.
+    const failed = message.kind === "error" && error ? `${error.code}: ${message.sender}: ${error.message}` : "";
+    const text = failed || message.text || (error ? `${error.code}: ${error.message}` : "");
+    return text ? { author: CHAT_MAD, text, role: "grace", error: Boolean(error) || message.kind === "error" } : null;
+  }
+  return null;
+}
+
 async function loadHistory(conversation) {
   let cursor = null;
   do {
@@ -211,19 +265,13 @@ async function loadHistory(conversation) {
     if (cursor) query.set("cursor", cursor);
     const page = await api(`/api/conversations/${encodeURIComponent(conversation.id)}/messages?${query}`);
     for (const message of page.messages) {
-      const toUser = message.recipient.startsWith("user.");
-      if (message.kind === "request" && message.sender.startsWith("user.")) {
-        addMessage({ author: "You", text: message.text, role: "user", time: message.created_at });
-      } else if (toUser && (message.kind === "reply" || message.kind === "error")) {
+      const shown = chatMessage(message);
+      if (!shown) continue;
+      if (shown.role === "user") {
+        addMessage({ ...shown, time: message.created_at });
+      } else {
         const names = participantsOf(message.envelope);
-        const error = errorOf(message.envelope);
-        const node = addMessage({
-          author: message.sender,
-          text: message.text || (error ? `${error.code}: ${error.message}` : ""),
-          role: error ? "grace error" : "grace",
-          time: message.created_at,
-          badges: names.map((n) => [n]),
-        });
+        const node = addMessage({ ...shown, time: message.created_at, badges: names.map((n) => [n]) });
         node.setAttribute("aria-label", `Reply from ${message.sender}`);
         setParticipants(names);
       }
@@ -278,10 +326,15 @@ function connect(conversationId) {
 
 function liveMessage() {
   if (!state.live) {
-    state.live = addMessage({ author: "grace", text: "", role: "grace" });
+    state.live = addMessage({ author: CHAT_MAD, text: "", role: "grace" });
     state.live.setAttribute("aria-busy", "true");
+    setProgress(state.live, `${CHAT_MAD} is working on it…`);
   }
   return state.live;
+}
+
+function hasText(node) {
+  return node.querySelector(".message-body").textContent.length > 0;
 }
 
 function onFrame(frame) {
@@ -291,20 +344,26 @@ function onFrame(frame) {
       break;
     case "delta": {
       const node = liveMessage();
-      if (frame.event === "delta" && frame.text && frame.mad === "grace") {
+      if (frame.event === "delta" && frame.text && frame.mad === CHAT_MAD) {
+        clearProgress(node);
         node.querySelector(".message-body").textContent += frame.text;
         node.scrollIntoView({ block: "end" });
       } else if (frame.event === "delta") {
         addBadge(node, frame.mad);
-      } else if (frame.event === "done" && frame.mad === "grace" && state.pending.size === 0) {
+        if (!hasText(node)) setProgress(node, `${frame.mad} is writing…`);
+      } else if (frame.event === "done" && frame.mad === CHAT_MAD && state.pending.size === 0) {
         node.removeAttribute("aria-busy");
+        clearProgress(node);
+        if (!hasText(node)) node.remove(); // another page's turn that ended with nothing to show
         state.live = null;
       } else if (frame.event === "handoff") {
         addBadge(node, `→ ${frame.mad}`, "handoff");
         setParticipants([frame.mad]);
+        if (!hasText(node)) setProgress(node, `${frame.mad} is working on it…`);
       } else if (frame.event === "tool") {
         const tool = frame.detail && frame.detail.tool ? `${frame.mad}.${frame.detail.tool}` : frame.mad;
         addBadge(node, tool, "tool");
+        if (!hasText(node)) setProgress(node, `${tool} is running…`);
       } else if (frame.event === "error") {
         node.classList.add("error");
       }

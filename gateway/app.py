@@ -24,7 +24,7 @@ from gateway.drain import DRAIN_KEY, Drain, drain_middleware
 from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
 from gateway.redaction import REDACTOR_KEY, redaction_middleware
-from gateway.routes import alerts, api, metrics, pages, session, stream
+from gateway.routes import alerts, api, metrics, openai, pages, session, stream
 from gateway.security_headers import set_security_headers
 from gateway.server import GatewayRunner
 from gateway.state import STATE_KEY, GatewayState
@@ -71,7 +71,15 @@ class Gateway:
         app[AUTH_KEY] = self.auth
         app[REDACTOR_KEY] = self.redactor
         app.on_response_prepare.append(set_security_headers)
-        for table in (api.routes, session.routes, alerts.routes, metrics.routes, stream.routes, pages.routes):
+        for table in (
+            api.routes,
+            session.routes,
+            alerts.routes,
+            metrics.routes,
+            stream.routes,
+            openai.routes,
+            pages.routes,
+        ):
             app.add_routes(table)
         return app
 

@@ -78,6 +78,10 @@ WebSocket (not expressible in OpenAPI): `GET /api/conversations/{conversation_id
 streams `delta` frames of the conversation and accepts `{"type": "message", "text": ...}` frames. It needs the same
 credentials as the API and, when an `Origin` header is sent (browsers always send one), an origin equal to the
 gateway's own or a configured trusted origin; otherwise 403 before the upgrade.
+
+Two more doors follow other protocols' specifications and are not described here: the OpenAI-compatible chat API
+under `/v1` (`GET /v1/models`, `POST /v1/chat/completions`, streaming included; errors in OpenAI's shape) and the MCP
+Streamable HTTP endpoint `/mcp` (the MADs' tools). Both take the same bearer tokens.
 """
 
 

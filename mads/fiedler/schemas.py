@@ -229,6 +229,12 @@ class UsageArgs(Forbid):
     principal: str | None = Field(default=None, max_length=80, description="e.g. user:alice")
 
 
+class TurnUsageArgs(Forbid):
+    """One turn's usage: the turn id is the id of the person's message that started it."""
+
+    turn: str = Field(min_length=1, max_length=64)
+
+
 class UsageTotals(Forbid):
     calls: int = 0
     failed_calls: int = 0

@@ -23,8 +23,9 @@ from gateway.bootstrap import first_run, issue_token
 from gateway.drain import DRAIN_KEY, Drain, drain_middleware
 from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
+from gateway.mcp_door import McpDoor
 from gateway.redaction import REDACTOR_KEY, redaction_middleware
-from gateway.routes import alerts, api, metrics, openai, pages, session, stream
+from gateway.routes import alerts, api, mcp, metrics, openai, pages, session, stream
 from gateway.security_headers import set_security_headers
 from gateway.server import GatewayRunner
 from gateway.state import STATE_KEY, GatewayState
@@ -55,6 +56,7 @@ class Gateway:
             storage=StorageHealth(bus),
         )
         self.auth = AuthContext.build(settings.gateway, bus, AuthStore(auth_dir(data_dir)))
+        self.mcp = McpDoor(self.state)
         self.app = self.build_app()
         self._runner: GatewayRunner | None = None
         self.url: str | None = None
@@ -70,6 +72,7 @@ class Gateway:
         app[DRAIN_KEY] = self.drain
         app[AUTH_KEY] = self.auth
         app[REDACTOR_KEY] = self.redactor
+        app[mcp.MCP_DOOR_KEY] = self.mcp
         app.on_response_prepare.append(set_security_headers)
         for table in (
             api.routes,
@@ -78,6 +81,7 @@ class Gateway:
             metrics.routes,
             stream.routes,
             openai.routes,
+            mcp.routes,
             pages.routes,
         ):
             app.add_routes(table)
@@ -136,6 +140,7 @@ class Gateway:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self.mcp.stop()
         await self.auth.blocks.stop()
         await self.auth.store.close()
 

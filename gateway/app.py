@@ -25,7 +25,7 @@ from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
 from gateway.mcp_door import McpDoor
 from gateway.redaction import REDACTOR_KEY, redaction_middleware
-from gateway.routes import alerts, api, mcp, metrics, openai, pages, session, stream
+from gateway.routes import alerts, api, mcp, metrics, openai, pages, session, stream, voice
 from gateway.security_headers import set_security_headers
 from gateway.server import GatewayRunner
 from gateway.state import STATE_KEY, GatewayState
@@ -82,6 +82,7 @@ class Gateway:
             stream.routes,
             openai.routes,
             mcp.routes,
+            voice.routes,
             pages.routes,
         ):
             app.add_routes(table)

@@ -195,6 +195,13 @@ class MessagePage(Open):
     next_cursor: str | None
 
 
+class VoiceInfo(Strict):
+    """Whether the page may offer voice input: a speech-to-text model is configured in Fiedler."""
+
+    transcription: bool
+    max_bytes: int = Field(description="The largest recording POST /api/transcriptions takes.")
+
+
 class EmptyBody(Strict):
     """Actions that take no fields: an empty body or ``{}``."""
 

@@ -34,6 +34,7 @@ from mads.fiedler.keys import KeyUnavailable
 from mads.fiedler.llm import Completion, LLMClient, LLMError, cost_usd, warm_up
 from mads.fiedler.registry import HOW_TO_CONFIGURE, Registry, UnknownModel
 from mads.fiedler.schemas import (
+    TRANSCRIPTION_ROLE,
     ChatArgs,
     ChatResult,
     FiedlerConfig,
@@ -42,6 +43,8 @@ from mads.fiedler.schemas import (
     ModelSpec,
     ModelsReport,
     TokenUsage,
+    TranscribeArgs,
+    Transcription,
     TurnUsageArgs,
     UsageArgs,
     UsageReport,
@@ -217,6 +220,47 @@ class Fiedler(MAD[FiedlerConfig]):
         if call.principal.is_person and not call.principal.is_operator:
             principal = str(call.principal)
         return await self.ledger.report(args.caller, args.conversation_id, principal)
+
+    @tool(
+        "Speech to text with the configured transcription model (role 'transcription'): a base64 recording in, "
+        "its text out. Billed to the request's principal like a chat call."
+    )
+    async def transcribe(self, args: TranscribeArgs, call: Call) -> Transcription:
+        caller = names.mad_of(call.sender)
+        principal = str(call.principal)
+        spec = self.registry.serving(TRANSCRIPTION_ROLE)
+        if spec is None:
+            raise ToolFailure(
+                "no_transcription_model",
+                f'no speech-to-text model is configured: give a model roles = ["{TRANSCRIPTION_ROLE}"] in [fiedler]',
+            )
+        subjects = Subjects(principal=principal, conversation=call.conversation_id, mad=caller, turn=call.turn)
+        try:
+            reservation = await self.budgets.reserve(subjects, Amount(calls=1))
+        except BudgetExceeded as exc:
+            raise ToolFailure("budget_exceeded", str(exc)) from None
+        started = time.perf_counter()
+        try:
+            with authority.as_system():
+                _chain, keys = await self._resolve_keys(spec)
+            try:
+                text = await self.client.transcribe(
+                    spec,
+                    keys.get(spec.name),
+                    args.audio(),
+                    media_type=args.media_type,
+                    language=args.language,
+                    deadline=authority.current().remaining(),
+                )
+            except LLMError as exc:
+                await self._account(
+                    caller, principal, call.conversation_id, spec.name, None, started, exc.code, call.turn
+                )
+                raise ToolFailure(exc.code, exc.message, retryable=exc.retryable) from None
+            await self._account(caller, principal, call.conversation_id, spec.name, None, started, None, call.turn)
+            return Transcription(text=self.redactor.redact(text), model=spec.name)
+        finally:
+            await self.budgets.settle(reservation, Amount(calls=1))
 
     @tool(
         "Tokens and cost of one turn (a person's message and every LLM call it caused, whatever MAD asked); "

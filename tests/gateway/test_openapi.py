@@ -30,9 +30,10 @@ NOT_IN_THE_DOCUMENT = {
     "/v1/models/{model}",
     "/v1/chat/completions",
     "/mcp",
+    "/api/transcriptions",
 }
 """HTML pages, static files, the WebSocket, and the OpenAI and MCP doors, which follow those protocols' own
-specifications (all described in info.description instead)."""
+specifications, and the raw-audio upload (all described in info.description instead)."""
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 MAX_EXAMPLES = 25
 

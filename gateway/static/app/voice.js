@@ -50,12 +50,37 @@ async function transcribe(blob, csrf, maxBytes) {
   return body.text || "";
 }
 
+// A microphone drawn as SVG (no emoji: headless and minimal systems may lack an emoji font).
+function microphoneIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "20");
+  svg.setAttribute("height", "20");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const shapes = [
+    ["rect", { x: "9", y: "3", width: "6", height: "11", rx: "3" }],
+    ["path", { d: "M5 11a7 7 0 0 0 14 0M12 18v3M8 21h8" }],
+  ];
+  for (const [tag, attributes] of shapes) {
+    const shape = document.createElementNS(ns, tag);
+    for (const [name, value] of Object.entries(attributes)) shape.setAttribute(name, value);
+    shape.setAttribute("fill", "none");
+    shape.setAttribute("stroke", "currentColor");
+    shape.setAttribute("stroke-width", "2");
+    shape.setAttribute("stroke-linecap", "round");
+    svg.append(shape);
+  }
+  return svg;
+}
+
 function makeButton() {
   const button = document.createElement("button");
   button.type = "button";
   button.id = "voice-button";
   button.className = "button ghost";
-  button.textContent = "🎤";
+  button.append(microphoneIcon());
   button.setAttribute("aria-label", "Record a voice message");
   button.setAttribute("aria-pressed", "false");
   button.title = "Record a voice message (the text goes into the message box)";

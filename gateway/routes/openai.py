@@ -11,8 +11,9 @@ turn's: every LLM call the message caused, whatever MAD asked (Fiedler's ``turn_
 
 Streaming follows the turn's deltas on the conversation's stream (only this turn's, only
 the answering MAD's text) and ends with whatever part of the final reply was not
-streamed, so the chunks always add up to the reply. Errors before the stream starts are
-HTTP errors in the OpenAI shape; a failure after it started is one ``data: {"error": …}``
+streamed, so the chunks add up to the reply; when the MAD's LLM wrote something before
+calling a tool, that comes first and the answer follows after a blank line. Errors before
+the stream starts are HTTP errors in the OpenAI shape; a failure after it started is one ``data: {"error": …}``
 event, which the ``openai`` client raises as an ``APIError``.
 """
 
@@ -23,6 +24,7 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -147,13 +149,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.json_response(answer, headers={CONVERSATION_HEADER: conversation_id})
 
 
+STEP_BREAK = None
+"""Queued when the answering MAD ran tools: the text before it belonged to an LLM step that was not the answer."""
+
+
 class TurnDeltas:
-    """Bus handler: the answering MAD's text deltas of one turn, queued without waiting."""
+    """Bus handler: the answering MAD's text deltas of one turn, and its tool steps, queued without waiting."""
 
     def __init__(self, turn: str, mad: str) -> None:
         self.turn = turn
         self.mad = mad
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def on_stream(self, envelope: Envelope) -> None:
         if envelope.turn != self.turn:
@@ -163,8 +169,40 @@ class TurnDeltas:
                 delta = StreamDelta.model_validate(value)
             except ValidationError:
                 continue
-            if delta.event == "delta" and delta.mad == self.mad and delta.text:
+            if delta.mad != self.mad:
+                continue
+            if delta.event == "delta" and delta.text:
                 self.queue.put_nowait(delta.text)
+            elif delta.event in ("tool", "handoff"):
+                self.queue.put_nowait(STEP_BREAK)
+
+
+@dataclass
+class Streamed:
+    """What was written: ``step`` is the current LLM step's text, ``earlier`` whether an earlier step wrote."""
+
+    step: str = ""
+    earlier: bool = False
+    separator_due: bool = False
+
+    def piece(self, text: str) -> str:
+        """The chunk to write for ``text`` (a step after a written one starts after a blank line)."""
+        self.step += text
+        if self.separator_due:
+            self.separator_due = False
+            return f"\n\n{text}"
+        return text
+
+    def next_step(self) -> None:
+        if self.step:
+            self.earlier, self.separator_due, self.step = True, True, ""
+
+    def rest_of(self, final: str) -> str:
+        """What to write after the deltas so the client ends with the whole reply, once."""
+        if final.startswith(self.step):
+            rest = final[len(self.step) :]
+            return f"\n\n{rest}" if rest and not self.step and self.earlier else rest
+        return f"\n\n{final}"
 
 
 async def _stream(
@@ -209,9 +247,9 @@ async def _stream(
             info = ErrorInfo(code="internal_error", message=f"internal error (reference {reference})")
             await send(openai_error_body(500, info))
             return response
-        final = result.reply.text
-        if final.startswith(streamed) and len(final) > len(streamed):
-            await send(chunk(completion_id, model, created, {"content": final[len(streamed) :]}))
+        rest = streamed.rest_of(result.reply.text)
+        if rest:
+            await send(chunk(completion_id, model, created, {"content": rest}))
         await send(chunk(completion_id, model, created, {}, finish_reason="stop"))
         if body.include_usage:
             usage = await turn_usage(state.client, turn, principal)
@@ -226,22 +264,25 @@ async def _stream(
         await subscription.cancel()
 
 
-async def _forward(deltas: TurnDeltas, posting: asyncio.Task[MessageResult], write: Any) -> str:
-    """Write the turn's deltas until its reply is in; returns the text streamed (deltas queued by then included)."""
-    streamed: list[str] = []
+async def _forward(deltas: TurnDeltas, posting: asyncio.Task[MessageResult], write: Any) -> Streamed:
+    """Write the turn's deltas until its reply is in (then those already queued); returns what was written."""
+    streamed = Streamed()
+
+    async def take(item: str | None) -> None:
+        if item is STEP_BREAK:
+            streamed.next_step()
+        else:
+            await write({"content": streamed.piece(item)})
+
     while not posting.done():
         getting = asyncio.ensure_future(deltas.queue.get())
         done, _ = await asyncio.wait({getting, posting}, return_when=asyncio.FIRST_COMPLETED)
         if getting in done:
-            piece = getting.result()
-            streamed.append(piece)
-            await write({"content": piece})
+            await take(getting.result())
         else:
             getting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await getting
     while not deltas.queue.empty():
-        piece = deltas.queue.get_nowait()
-        streamed.append(piece)
-        await write({"content": piece})
-    return "".join(streamed)
+        await take(deltas.queue.get_nowait())
+    return streamed

@@ -10,7 +10,7 @@ import pytest
 
 from tests.gateway.conftest import GATEWAY_MADS
 from tests.support.ecosystem import Running, ecosystem_settings, running
-from tests.support.llm_server import Reply, ScriptedLLM, ServerError, Usage
+from tests.support.llm_server import Reply, ScriptedLLM, ServerError, ToolCall, ToolCalls, Usage
 
 
 def client_for(eco: Running, token: str | None = None) -> openai.AsyncOpenAI:
@@ -121,6 +121,21 @@ async def test_a_streamed_reply_adds_up_to_the_reply_and_ends_with_usage(
     assert finishes == ["stop"]
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (7, 5)
     assert llm_server.last_request.stream, "the MAD's LLM call streamed too"
+
+
+async def test_a_stream_ends_with_the_answer_when_the_llm_spoke_before_a_tool_call(
+    oai: openai.AsyncOpenAI, llm_server: ScriptedLLM
+) -> None:
+    llm_server.script(
+        ToolCalls(text="Let me look.", calls=[ToolCall(name="list_mads")]), Reply(text="Rogers keeps conversations.")
+    )
+    stream = await oai.chat.completions.create(
+        model="grace", messages=[{"role": "user", "content": "who stores things?"}], stream=True
+    )
+    text = "".join([choice.delta.content or "" async for part in stream for choice in part.choices])
+    assert text.endswith("Rogers keeps conversations.") and text.count("Rogers keeps conversations.") == 1, text
+    assert "look.Rogers" not in text, "the answer starts after the words the LLM wrote before its tool call"
+    assert len(llm_server.requests) == 2
 
 
 async def test_a_slash_command_answers_without_an_llm(oai: openai.AsyncOpenAI, llm_server: ScriptedLLM) -> None:

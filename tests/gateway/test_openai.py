@@ -56,6 +56,24 @@ async def test_a_completion_is_a_turn_stored_by_rogers_with_its_usage(
     assert sent.last_user_text == "Say hello"
 
 
+async def test_another_mad_is_another_model(
+    ecosystem: Running, oai: openai.AsyncOpenAI, llm_server: ScriptedLLM
+) -> None:
+    llm_server.script(Reply(text="I route every LLM call."))
+    raw = await oai.chat.completions.with_raw_response.create(
+        model="fiedler", messages=[{"role": "user", "content": "What do you do?"}]
+    )
+    assert raw.parse().choices[0].message.content == "I route every LLM call."
+    assert raw.parse().model == "fiedler"
+    [request] = [
+        m
+        for m in await ecosystem.history(raw.headers["X-Conversation-Id"])
+        if m["kind"] == "request" and m["text"] == "What do you do?"
+    ]
+    assert request["recipient"] == "fiedler" and request["sender"] == "user.tester"
+    assert "You are fiedler" in llm_server.last_request.messages[0]["content"]
+
+
 async def test_the_conversation_header_keeps_a_conversation_together(
     ecosystem: Running, oai: openai.AsyncOpenAI, llm_server: ScriptedLLM
 ) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.mcp_door import McpDoor
 from gateway.mcp_tools import IDENTITY_SCOPE_KEY
 from gateway.principal import principal_of
+from gateway.schemas import read_raw
 
 routes = web.RouteTableDef()
 
@@ -45,7 +46,7 @@ def asgi_scope(request: web.Request) -> dict[str, Any]:
 
 async def call_asgi(app: Any, request: web.Request) -> web.Response:
     """Run one request through an ASGI app that answers with a complete body."""
-    body = await request.read()
+    body = await read_raw(request)
     delivered = False
     finished = asyncio.Event()
     status = 500

@@ -18,7 +18,7 @@ from pydantic import Field
 from bus.envelope import FieldError
 from gateway.errors import ApiError
 from gateway.principal import principal_of
-from gateway.schemas import Strict, VoiceInfo, read_query
+from gateway.schemas import Strict, VoiceInfo, read_query, read_raw
 from gateway.state import state_of
 from mads.core import names
 
@@ -57,7 +57,7 @@ async def transcribe(request: web.Request) -> web.Response:
         raise ApiError(
             415, "unsupported_media_type", f"Content-Type {reason}", [FieldError(field="Content-Type", reason=reason)]
         )
-    audio = await request.read()
+    audio = await read_raw(request)
     if not audio:
         reason = "the recording is empty"
         raise ApiError(422, "invalid_request", f"body: {reason}", [FieldError(field="body", reason=reason)])

@@ -23,8 +23,9 @@ from gateway.bootstrap import first_run, issue_token
 from gateway.drain import DRAIN_KEY, Drain, drain_middleware
 from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
+from gateway.mcp_door import McpDoor
 from gateway.redaction import REDACTOR_KEY, redaction_middleware
-from gateway.routes import alerts, api, metrics, pages, session, stream
+from gateway.routes import alerts, api, mcp, metrics, openai, pages, session, stream, voice
 from gateway.security_headers import set_security_headers
 from gateway.server import GatewayRunner
 from gateway.socket_watch import WATCH_KEY, SocketWatch
@@ -59,6 +60,7 @@ class Gateway:
         )
         self.auth = AuthContext.build(settings.gateway, bus, AuthStore(auth_dir(data_dir)))
         self.watch = SocketWatch(self.auth)
+        self.mcp = McpDoor(self.state)
         self.app = self.build_app()
         self._runner: GatewayRunner | None = None
         self.url: str | None = None
@@ -75,8 +77,19 @@ class Gateway:
         app[AUTH_KEY] = self.auth
         app[WATCH_KEY] = self.watch
         app[REDACTOR_KEY] = self.redactor
+        app[mcp.MCP_DOOR_KEY] = self.mcp
         app.on_response_prepare.append(set_security_headers)
-        for table in (api.routes, session.routes, alerts.routes, metrics.routes, stream.routes, pages.routes):
+        for table in (
+            api.routes,
+            session.routes,
+            alerts.routes,
+            metrics.routes,
+            stream.routes,
+            openai.routes,
+            mcp.routes,
+            voice.routes,
+            pages.routes,
+        ):
             app.add_routes(table)
         return app
 
@@ -142,6 +155,7 @@ class Gateway:
         if runner is not None:
             await runner.cleanup()
         await self.watch.stop()
+        await self.mcp.stop()
         await self.auth.blocks.stop()
         await self.auth.store.close()
 

@@ -1,7 +1,9 @@
 """One JSON error shape for every failure the gateway reports, and the middleware that enforces it.
 
 Every error body is ``{"error": {"code", "message", "fields": [{"field", "reason"}]}}`` so
-clients branch on ``code`` and show ``fields`` next to the inputs. Unexpected exceptions
+clients branch on ``code`` and show ``fields`` next to the inputs. Under ``/v1/`` (the
+OpenAI-compatible door) the same error also carries OpenAI's ``type`` and ``param``, the
+shape the ``openai`` client and chat front ends read. Unexpected exceptions
 are logged with a reference and answered with that reference only: no stack trace or
 internal path ever leaves the process.
 """
@@ -65,8 +67,40 @@ def error_body(info: ErrorInfo) -> dict[str, object]:
     return {"error": info.model_dump(mode="json", include={"code", "message", "fields", "retryable"})}
 
 
-def error_response(status: int, info: ErrorInfo, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(error_body(info), status=status, headers=headers)
+OPENAI_PREFIX = "/v1/"
+"""Routes answering errors in the OpenAI shape as well (see :func:`openai_error_body`)."""
+
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_type(status: int) -> str:
+    """OpenAI's ``error.type`` for an HTTP status."""
+    if status in _OPENAI_TYPES:
+        return _OPENAI_TYPES[status]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def openai_error_body(status: int, info: ErrorInfo) -> dict[str, object]:
+    """OpenAI's error shape (``message``, ``type``, ``param``, ``code``) plus this gateway's ``fields`` and
+    ``retryable``, which OpenAI clients ignore."""
+    body = error_body(info)["error"]
+    assert isinstance(body, dict)
+    body["type"] = openai_error_type(status)
+    body["param"] = info.fields[0].field if info.fields else None
+    return {"error": body}
+
+
+def error_response(
+    status: int, info: ErrorInfo, headers: dict[str, str] | None = None, *, path: str = ""
+) -> web.Response:
+    body = openai_error_body(status, info) if path.startswith(OPENAI_PREFIX) else error_body(info)
+    return web.json_response(body, status=status, headers=headers)
 
 
 def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
@@ -81,12 +115,14 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> web.Response:
         limit = request.app[MAX_BODY_KEY]
         message = f"request body is larger than the limit of {limit} bytes"
         return error_response(
-            status, ErrorInfo(code=code, message=message, fields=[FieldError(field="body", reason=message)])
+            status,
+            ErrorInfo(code=code, message=message, fields=[FieldError(field="body", reason=message)]),
+            path=request.path,
         )
     else:
         message = exc.reason or code
     headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-    return error_response(status, ErrorInfo(code=code, message=message), headers)
+    return error_response(status, ErrorInfo(code=code, message=message), headers, path=request.path)
 
 
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
@@ -99,7 +135,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.info, exc.headers)
+        return error_response(exc.status, exc.info, exc.headers, path=request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -108,4 +144,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         reference = new_id()
         log.exception("unhandled error on %s %s (reference %s)", request.method, request.path, reference)
         info = ErrorInfo(code="internal_error", message=f"internal error (reference {reference})")
-        return error_response(500, info)
+        return error_response(500, info, path=request.path)

@@ -98,12 +98,14 @@ class MadClient:
         timeout: float,
         starts_turn: bool = False,
         sender: str | None = None,
+        envelope_id: str | None = None,
     ) -> Envelope:
         """A request for ``principal``; ``starts_turn`` makes it the first of a turn (a person's message).
 
-        ``sender`` is the person's address unless the gateway asks on its own behalf (internal tools).
+        ``sender`` is the person's address unless the gateway asks on its own behalf (internal tools);
+        ``envelope_id`` chooses the request's id (else a new one).
         """
-        envelope_id = new_id()
+        envelope_id = envelope_id or new_id()
         return Envelope(
             id=envelope_id,
             sender=sender or user_address(principal),
@@ -175,9 +177,19 @@ class MadClient:
         return await self.call(ROGERS, "get_conversation", {"conversation_id": conversation_id}, principal=principal)
 
     async def send_message(
-        self, conversation_id: str, text: str, *, principal: Principal, idempotency_key: str | None = None
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        principal: Principal,
+        idempotency_key: str | None = None,
+        mad: str = GRACE,
+        message_id: str | None = None,
     ) -> MessageResult:
-        """Give a person's text to Grace, wait for her reply, make the exchange durable, return it.
+        """Give a person's text to Grace (or ``mad``), wait for the reply, make the exchange durable, return it.
+
+        ``message_id`` chooses the id of the person's message, which is also the turn's id (a caller that
+        follows the turn's stream or usage picks it first).
 
         Rogers refuses at once (``storage_unavailable``) when it cannot store messages, and ``sync``
         fails unless both the message and the reply are stored: a message is acknowledged durable or
@@ -190,7 +202,9 @@ class MadClient:
         sends anew.
         """
         if idempotency_key is None:
-            return await self._send_message(conversation_id, text, principal=principal, key=None)
+            return await self._send_message(
+                conversation_id, text, principal=principal, key=None, mad=mad, message_id=message_id
+            )
         guard = (principal.name, idempotency_key)
         if guard in self._keys_in_flight:
             raise ApiError(
@@ -198,12 +212,21 @@ class MadClient:
             )
         self._keys_in_flight.add(guard)
         try:
-            return await self._send_message(conversation_id, text, principal=principal, key=idempotency_key)
+            return await self._send_message(
+                conversation_id, text, principal=principal, key=idempotency_key, mad=mad, message_id=message_id
+            )
         finally:
             self._keys_in_flight.discard(guard)
 
     async def _send_message(
-        self, conversation_id: str, text: str, *, principal: Principal, key: str | None
+        self,
+        conversation_id: str,
+        text: str,
+        *,
+        principal: Principal,
+        key: str | None,
+        mad: str,
+        message_id: str | None,
     ) -> MessageResult:
         conversation = await self.call(
             ROGERS, "get_conversation", {"conversation_id": conversation_id, "for_writing": True}, principal=principal
@@ -213,12 +236,13 @@ class MadClient:
                 403, "forbidden", "this conversation is another person's: an operator may read it, not write in it"
             )
         sent = self.envelope(
-            GRACE,
+            mad,
             ProsePart(text=text),
             principal=principal,
             conversation_id=conversation_id,
             timeout=self.reply_timeout,
             starts_turn=True,
+            envelope_id=message_id,
         )
         if key is not None:
             claim = await self.call(
@@ -252,7 +276,7 @@ class MadClient:
                 if not turns:
                     del self._turns[key]
         if reply.error is not None:
-            raise upstream_error(GRACE, reply.error)
+            raise upstream_error(mad, reply.error)
         await self.call(ROGERS, "sync", {"message_ids": [sent.id, reply.id]}, principal=principal)
         return MessageResult(
             conversation_id=conversation_id,

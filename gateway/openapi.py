@@ -38,6 +38,7 @@ from gateway.schemas import (
     PageQuery,
     PostMessage,
     SessionInfo,
+    VoiceInfo,
 )
 
 REF = "#/components/schemas/{model}"
@@ -81,6 +82,12 @@ streams `delta` frames of the conversation and accepts `{"type": "message", "tex
 credentials as the API and, when an `Origin` header is sent (browsers always send one), an origin equal to the
 gateway's own (the address it is bound to, not the `Host` header) or a configured trusted origin; otherwise 403
 before the upgrade.
+
+Two more doors follow other protocols' specifications and are not described here: the OpenAI-compatible chat API
+under `/v1` (`GET /v1/models`, `POST /v1/chat/completions`, streaming included; errors in OpenAI's shape) and the MCP
+Streamable HTTP endpoint `/mcp` (the MADs' tools). Both take the same bearer tokens. `POST /api/transcriptions` takes
+a raw recording (`Content-Type: audio/webm`, `audio/ogg`, `audio/wav`…, at most `max_bytes` from `GET /api/voice`;
+optional `?language=en`) and answers `{"text", "model"}`: Fiedler's transcription of it, for the person to send.
 """
 
 
@@ -232,6 +239,14 @@ OPERATIONS: tuple[Operation, ...] = (
         None,
         errors=(503,),
         media_type="text/plain",
+    ),
+    Operation(
+        "get",
+        "/api/voice",
+        "voice",
+        "Whether voice input is available (a speech-to-text model is configured) and the largest recording.",
+        VoiceInfo,
+        errors=UPSTREAM_ERRORS,
     ),
     Operation("get", "/api/openapi.json", "openapi", "This document.", None, media_type="application/json"),
 )

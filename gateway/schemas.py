@@ -209,6 +209,13 @@ class MessagePage(Open):
     next_cursor: str | None
 
 
+class VoiceInfo(Strict):
+    """Whether the page may offer voice input: a speech-to-text model is configured in Fiedler."""
+
+    transcription: bool
+    max_bytes: int = Field(description="The largest recording POST /api/transcriptions takes.")
+
+
 class EmptyBody(Strict):
     """Actions that take no fields: an empty body or ``{}``."""
 
@@ -285,8 +292,8 @@ def parse_json_bytes(raw: bytes, where: str = "body") -> Any:
     raise ApiError(400, "malformed_json", f"{where}: {reason}", [FieldError(field=where, reason=reason)])
 
 
-async def read_body(request: web.Request, model: type[M]) -> M:
-    """The request body validated against ``model``: 413 / 408 / 415 / 400 / 422 on the way."""
+async def read_raw(request: web.Request) -> bytes:
+    """The request body's bytes, within the size limit (413) and ``body_timeout`` (408)."""
     limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         reason = f"request body is larger than the limit of {limit} bytes"
@@ -294,10 +301,15 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     timeout = request.app[BODY_TIMEOUT_KEY]
     try:
         async with asyncio.timeout(timeout):
-            raw = await request.read()
+            return await request.read()
     except TimeoutError:
         reason = f"the request body did not arrive within {timeout:g} s"
         raise ApiError(408, "request_timeout", reason, [FieldError(field="body", reason=reason)]) from None
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The request body validated against ``model``: 413 / 408 / 415 / 400 / 422 on the way."""
+    raw = await read_raw(request)
     if not raw.strip():
         value: Any = {}
     else:

@@ -2,7 +2,8 @@
 
 Set in ``on_response_prepare`` rather than a middleware so nothing escapes them,
 not even responses aiohttp builds itself (static files, redirects, 404s). The CSP
-allows no inline script or style, so an injected ``<script>`` has nowhere to run.
+allows no inline script or style, so an injected ``<script>`` has nowhere to run. The
+microphone is allowed for the page's own origin only (voice input); camera and location never.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ BASE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    "Permissions-Policy": "camera=(), microphone=(self), geolocation=()",
 }
 
 

@@ -175,6 +175,46 @@ class LLMClient:
         except Exception as exc:
             raise classify(litellm, exc, spec, keys, self.redact) from None
 
+    async def transcribe(
+        self,
+        spec: ModelSpec,
+        key: str | None,
+        audio: bytes,
+        *,
+        media_type: str,
+        language: str | None = None,
+        deadline: float | None = None,
+    ) -> str:
+        """Speech to text on ``spec`` (litellm ``atranscription``); raises :class:`LLMError`."""
+        litellm = await load_litellm()
+        timeout = (
+            self.registry.timeout(spec) if deadline is None else max(0.001, min(deadline, self.registry.timeout(spec)))
+        )
+        extension = media_type.split("/", 1)[1].removeprefix("x-")
+        params: dict[str, Any] = {
+            "model": spec.model,
+            "file": (f"speech.{extension}", audio, media_type),
+            "timeout": timeout,
+        }
+        if spec.api_base:
+            params["api_base"] = spec.api_base
+        if key is not None:
+            params["api_key"] = key
+        elif spec.api_base:
+            params["api_key"] = LOCAL_PLACEHOLDER_KEY
+        if language:
+            params["language"] = language
+        try:
+            async with asyncio.timeout(deadline):
+                response = await litellm.atranscription(**params)
+        except TimeoutError:
+            raise LLMError(
+                "llm_timeout", f"model {spec.name!r}: the request's deadline passed before a transcript", retryable=True
+            ) from None
+        except Exception as exc:
+            raise classify(litellm, exc, spec, {spec.name: key}, self.redact) from None
+        return str(getattr(response, "text", "") or "")
+
     def _router(self, litellm: ModuleType, chain: list[ModelSpec], keys: dict[str, str | None]) -> Any:
         digest = hashlib.sha256(json.dumps([keys.get(s.name) for s in chain]).encode()).hexdigest()
         cache_key = (*(s.name for s in chain), digest)

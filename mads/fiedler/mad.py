@@ -34,6 +34,7 @@ from mads.fiedler.keys import KeyUnavailable
 from mads.fiedler.llm import Completion, LLMClient, LLMError, cost_usd, warm_up
 from mads.fiedler.registry import HOW_TO_CONFIGURE, Registry, UnknownModel
 from mads.fiedler.schemas import (
+    TRANSCRIPTION_ROLE,
     ChatArgs,
     ChatResult,
     FiedlerConfig,
@@ -42,9 +43,14 @@ from mads.fiedler.schemas import (
     ModelSpec,
     ModelsReport,
     TokenUsage,
+    TranscribeArgs,
+    Transcription,
+    TurnUsageArgs,
     UsageArgs,
     UsageReport,
+    UsageTotals,
 )
+from mads.fiedler.turn_usage import TurnUsage
 
 TRACER_NAME = "mads.fiedler"
 SECRET_TOOL = "get"
@@ -71,6 +77,7 @@ class Fiedler(MAD[FiedlerConfig]):
         )
         self.ledger = Ledger(self.data_dir / "usage.db", self.config.conversation_cache)
         self.budgets = BudgetBook(self.config.budgets)
+        self.turns = TurnUsage(self.config.conversation_cache)
         self._warmup: asyncio.Task[object] | None = None
         """litellm's import takes seconds: it starts in the background at start-up, not on the first call."""
 
@@ -129,7 +136,9 @@ class Fiedler(MAD[FiedlerConfig]):
         try:
             reservation = await self.budgets.reserve(subjects, self._estimate(spec, messages, tools, args.max_tokens))
         except BudgetExceeded as exc:
-            await self._account(caller, principal, conversation_id, spec.name, None, time.perf_counter(), "budget")
+            await self._account(
+                caller, principal, conversation_id, spec.name, None, time.perf_counter(), "budget", call.turn
+            )
             raise ToolFailure("budget_exceeded", str(exc)) from None
         topic = stream_topic(conversation_id) if args.stream and conversation_id else None
         used = Amount()
@@ -164,7 +173,9 @@ class Fiedler(MAD[FiedlerConfig]):
                     used = Amount(calls=1)
                     span.set_status(Status(StatusCode.ERROR, exc.code))
                     span.set_attribute("error.type", exc.code)
-                    await self._account(caller, principal, conversation_id, spec.name, None, started, exc.code)
+                    await self._account(
+                        caller, principal, conversation_id, spec.name, None, started, exc.code, call.turn
+                    )
                     raise ToolFailure(exc.code, exc.message, retryable=exc.retryable) from None
                 result = self._result(done)
                 used = Amount(calls=1, tokens=done.input_tokens + done.output_tokens, cost_usd=result.cost_usd)
@@ -173,7 +184,9 @@ class Fiedler(MAD[FiedlerConfig]):
                 span.set_attribute("gen_ai.usage.output_tokens", done.output_tokens)
                 if done.finish_reason:
                     span.set_attribute("gen_ai.response.finish_reasons", [done.finish_reason])
-            await self._account(caller, principal, conversation_id, done.answered_by.name, result, started, None)
+            await self._account(
+                caller, principal, conversation_id, done.answered_by.name, result, started, None, call.turn
+            )
             return result
         except BaseException:
             if used.calls == 0:
@@ -207,6 +220,59 @@ class Fiedler(MAD[FiedlerConfig]):
         if call.principal.is_person and not call.principal.is_operator:
             principal = str(call.principal)
         return await self.ledger.report(args.caller, args.conversation_id, principal)
+
+    @tool(
+        "Speech to text with the configured transcription model (role 'transcription'): a base64 recording in, "
+        "its text out. Billed to the request's principal like a chat call."
+    )
+    async def transcribe(self, args: TranscribeArgs, call: Call) -> Transcription:
+        caller = names.mad_of(call.sender)
+        principal = str(call.principal)
+        spec = self.registry.serving(TRANSCRIPTION_ROLE)
+        if spec is None:
+            raise ToolFailure(
+                "no_transcription_model",
+                f'no speech-to-text model is configured: give a model roles = ["{TRANSCRIPTION_ROLE}"] in [fiedler]',
+            )
+        subjects = Subjects(principal=principal, conversation=call.conversation_id, mad=caller, turn=call.turn)
+        try:
+            reservation = await self.budgets.reserve(subjects, Amount(calls=1))
+        except BudgetExceeded as exc:
+            raise ToolFailure("budget_exceeded", str(exc)) from None
+        started = time.perf_counter()
+        try:
+            with authority.as_system():
+                _chain, keys = await self._resolve_keys(spec)
+            try:
+                text = await self.client.transcribe(
+                    spec,
+                    keys.get(spec.name),
+                    args.audio(),
+                    media_type=args.media_type,
+                    language=args.language,
+                    deadline=authority.current().remaining(),
+                )
+            except LLMError as exc:
+                await self._account(
+                    caller, principal, call.conversation_id, spec.name, None, started, exc.code, call.turn
+                )
+                raise ToolFailure(exc.code, exc.message, retryable=exc.retryable) from None
+            await self._account(caller, principal, call.conversation_id, spec.name, None, started, None, call.turn)
+            return Transcription(text=self.redactor.redact(text), model=spec.name)
+        finally:
+            await self.budgets.settle(reservation, Amount(calls=1))
+
+    @tool(
+        "Tokens and cost of one turn (a person's message and every LLM call it caused, whatever MAD asked); "
+        "zero when the turn made no call or is too old to remember. A person sees only their own turns."
+    )
+    async def turn_usage(self, args: TurnUsageArgs, call: Call) -> UsageTotals:
+        found = self.turns.get(args.turn)
+        if found is None:
+            return UsageTotals()
+        if call.principal.is_person and not call.principal.is_operator and found.principal != str(call.principal):
+            raise ToolFailure("not_found", f"no turn {args.turn!r} of yours")
+        return found.totals
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -248,9 +314,18 @@ class Fiedler(MAD[FiedlerConfig]):
         result: ChatResult | None,
         started: float,
         error_code: str | None,
+        turn: str | None,
     ) -> None:
         usage = result.usage if result else TokenUsage()
         cost = result.cost_usd if result else 0.0
+        entry = UsageTotals(
+            calls=1,
+            failed_calls=0 if error_code is None else 1,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=cost,
+        )
+        self.turns.add(turn, principal, entry)
         await self.ledger.record(
             principal=principal,
             caller=caller,

@@ -109,6 +109,13 @@ class Registry:
                 return spec
         return self.models[0]
 
+    def serving(self, role: str) -> ModelSpec | None:
+        """The model configured for ``role`` (by ``roles`` or a model's own ``roles``), or None: no fallback to
+        another model, for roles such as transcription that a chat model cannot fill."""
+        if role in self.roles:
+            return self.by_name[self.roles[role]]
+        return next((spec for spec in self.models if role in spec.roles), None)
+
     def timeout(self, spec: ModelSpec) -> float:
         return spec.timeout or self.default_timeout
 

@@ -6,6 +6,8 @@ in a chat request is an error naming the field, never silently ignored.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any, Literal
 
@@ -227,6 +229,59 @@ class UsageArgs(Forbid):
     caller: str | None = Field(default=None, max_length=64)
     conversation_id: str | None = Field(default=None, max_length=64)
     principal: str | None = Field(default=None, max_length=80, description="e.g. user:alice")
+
+
+TRANSCRIPTION_ROLE = "transcription"
+"""The role of a speech-to-text model (e.g. ``openai/whisper-1``); no model in it, no transcription."""
+MAX_AUDIO_BYTES = 16 * 1_048_576
+AUDIO_MEDIA_TYPES = (
+    "audio/webm",
+    "audio/ogg",
+    "audio/wav",
+    "audio/x-wav",
+    "audio/mpeg",
+    "audio/mp4",
+    "audio/x-m4a",
+    "audio/flac",
+)
+"""Recording formats the transcription providers take (what browsers' MediaRecorder produces among them)."""
+
+
+class TranscribeArgs(Forbid):
+    """A recording to turn into text."""
+
+    audio_base64: str = Field(
+        min_length=4, max_length=(MAX_AUDIO_BYTES * 4) // 3 + 4, description="The recording, base64-encoded."
+    )
+    media_type: Literal[AUDIO_MEDIA_TYPES] = Field(  # type: ignore[valid-type]
+        description="The recording's format, without parameters (audio/webm, not audio/webm;codecs=opus)."
+    )
+    language: str | None = Field(
+        default=None, pattern=r"^[a-z]{2,3}$", description="ISO-639-1 language of the speech, if known."
+    )
+
+    @field_validator("audio_base64")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be base64 (RFC 4648, standard alphabet, padded)") from None
+        return value
+
+    def audio(self) -> bytes:
+        return base64.b64decode(self.audio_base64)
+
+
+class Transcription(Forbid):
+    text: str
+    model: str = Field(description="Registry name of the model that transcribed.")
+
+
+class TurnUsageArgs(Forbid):
+    """One turn's usage: the turn id is the id of the person's message that started it."""
+
+    turn: str = Field(min_length=1, max_length=64)
 
 
 class UsageTotals(Forbid):

@@ -82,9 +82,13 @@ AUDIT_TIMEOUT = 10.0
 LEDGER_ATTEMPTS, LEDGER_RETRY_S = 60, 0.5
 """How long a starting Rogers waits for McNamara to answer with the acknowledged ledger (30 s)."""
 REDACTED = "[REDACTED]"
-SECRET_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {(names.TURING, "put"): frozenset({"value"})}
-"""Command arguments that carry a secret, by (recipient MAD, tool): stripped before storing, because
-the request is tapped before Turing has seen (and registered) the value."""
+SECRET_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {
+    (names.TURING, "put"): frozenset({"value"}),
+    (names.FIEDLER, "transcribe"): frozenset({"audio_base64"}),
+}
+"""Command arguments never stored, by (recipient MAD, tool): a secret (the request is tapped before
+Turing has seen and registered the value), or a person's voice recording (its transcript is what the
+conversation keeps; the recording is personal and large)."""
 STORED_ELSEWHERE = "[stored as an artifact]"
 BULK_ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {(names.ROGERS, "attach_artifact"): frozenset({"content_b64"})}
 """Command arguments whose bytes Rogers keeps in its artifact store: not copied into the message log."""

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
+TRANSCRIPTION_PATH = "/v1/audio/transcriptions"
 
 
 class Usage(BaseModel):
@@ -183,6 +184,27 @@ class RecordedRequest(BaseModel):
 Responder = Callable[[RecordedRequest], "Turn | Awaitable[Turn]"]
 
 
+class Transcript(BaseModel):
+    """The text a transcription request gets back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+
+
+class RecordedTranscription(BaseModel):
+    """One ``POST /v1/audio/transcriptions`` as received (multipart: the file and the form fields)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    headers: dict[str, str] = Field(description="Lower-cased header names.")
+    model: str | None
+    filename: str | None
+    content_type: str | None
+    audio: bytes
+    fields: dict[str, str] = Field(description="The other form fields (language, response_format…).")
+
+
 def message_text(message: dict[str, Any]) -> str:
     """Text of one chat message: plain content, text parts, and any tool-call payloads."""
     content = message.get("content")
@@ -260,6 +282,8 @@ class ScriptedLLM:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self._transcripts: list[Transcript | ServerError] = []
+        self._transcriptions: list[RecordedTranscription] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -267,6 +291,7 @@ class ScriptedLLM:
         app = web.Application()
         app.router.add_post(CHAT_PATH, self._chat)
         app.router.add_get(MODELS_PATH, self._list_models)
+        app.router.add_post(TRANSCRIPTION_PATH, self._transcribe)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self._port)
@@ -302,6 +327,15 @@ class ScriptedLLM:
     def script(self, *turns: Turn) -> None:
         """Append turns; each request consumes the first queued turn whose ``model`` matches."""
         self._queue.extend(_ScriptedTurn(t) for t in turns)
+
+    def script_transcripts(self, *answers: Transcript | ServerError) -> None:
+        """Append answers to transcription requests, used once each in order."""
+        self._transcripts.extend(answers)
+
+    @property
+    def transcriptions(self) -> list[RecordedTranscription]:
+        """Transcription requests, in arrival order."""
+        return list(self._transcriptions)
 
     def respond_with(self, responder: Responder | None) -> None:
         """Answer requests no queued turn matches by calling ``responder(request)`` (sync or async)."""
@@ -379,6 +413,30 @@ class ScriptedLLM:
         names = dict.fromkeys([*self._models, *(s.turn.model for s in self._queue if s.turn.model)])
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "scripted"} for n in names]
         return web.json_response({"object": "list", "data": data})
+
+    async def _transcribe(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        upload = form.get("file")
+        fields = {k: str(v) for k, v in form.items() if k not in ("file", "model") and isinstance(v, str)}
+        model = form.get("model")
+        recorded = RecordedTranscription(
+            headers={k.lower(): v for k, v in request.headers.items()},
+            model=model if isinstance(model, str) else None,
+            filename=getattr(upload, "filename", None),
+            content_type=getattr(upload, "content_type", None),
+            audio=upload.file.read() if isinstance(upload, web.FileField) else b"",
+            fields=fields,
+        )
+        async with self._changed:
+            self._transcriptions.append(recorded)
+            self._changed.notify_all()
+        if not self._transcripts:
+            message = "ScriptedLLM: no scripted transcript"
+            return web.json_response(_error_body(message, "server_error", "script_exhausted"), status=500)
+        answer = self._transcripts.pop(0)
+        if isinstance(answer, ServerError):
+            return web.json_response(_error_body(answer.message, "server_error"), status=answer.status)
+        return web.json_response({"text": answer.text})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         recorded = await self._record(request)

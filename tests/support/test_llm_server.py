@@ -26,6 +26,7 @@ from tests.support.llm_server import (
     StreamCut,
     ToolCall,
     ToolCalls,
+    Transcript,
     Turn,
     echo_last_user,
     load_script,
@@ -414,6 +415,30 @@ async def test_official_openai_client(llm_server: ScriptedLLM) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "streamed reply"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
     assert [r.path for r in llm_server.received] == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+
+
+async def test_transcriptions_answer_the_official_client_in_order(llm_server: ScriptedLLM) -> None:
+    import openai
+
+    llm_server.script_transcripts(Transcript(text="first words"), ServerError(status=503))
+    audio = b"OggS" + bytes(range(200))
+    client = openai.AsyncOpenAI(base_url=llm_server.base_url, api_key=API_KEY, max_retries=0)
+    try:
+        first = await client.audio.transcriptions.create(
+            model="whisper-1", file=("clip.ogg", audio, "audio/ogg"), language="pt"
+        )
+        with pytest.raises(openai.InternalServerError):
+            await client.audio.transcriptions.create(model="whisper-1", file=("clip.ogg", audio, "audio/ogg"))
+        with pytest.raises(openai.InternalServerError, match="no scripted transcript"):
+            await client.audio.transcriptions.create(model="whisper-1", file=("clip.ogg", audio, "audio/ogg"))
+    finally:
+        await client.close()
+    assert first.text == "first words"
+    recorded = llm_server.transcriptions
+    assert len(recorded) == 3
+    assert (recorded[0].model, recorded[0].filename, recorded[0].content_type) == ("whisper-1", "clip.ogg", "audio/ogg")
+    assert recorded[0].audio == audio and recorded[0].fields["language"] == "pt"
+    assert llm_server.requests == [], "transcriptions are not chat requests"
 
 
 async def test_wait_for_requests_times_out_with_a_clear_error(llm_server: ScriptedLLM) -> None:

@@ -62,11 +62,38 @@ def _import_litellm_once() -> ModuleType:
 
 
 async def load_litellm() -> ModuleType:
-    """Import litellm once, off the event loop."""
+    """Import litellm once, off the event loop, in a daemon thread.
+
+    Not the loop's default executor: ``asyncio.run`` joins that executor's threads when it ends, so a
+    process asked to stop while the import (seconds of CPU) is still running would wait for it.
+    """
     global _litellm
     if _litellm is None:
-        _litellm = await asyncio.to_thread(_import_litellm)
+        _litellm = await _in_daemon_thread(_import_litellm)
     return _litellm
+
+
+async def _in_daemon_thread(work: Callable[[], ModuleType]) -> ModuleType:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[ModuleType] = loop.create_future()
+
+    def deliver(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def run() -> None:
+        try:
+            module = work()
+        except BaseException as exc:  # handed to the awaiting task, never lost in the thread
+            error = exc
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+                loop.call_soon_threadsafe(deliver, lambda: future.set_exception(error))
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliver, lambda: future.set_result(module))
+
+    threading.Thread(target=run, name="litellm-import", daemon=True).start()
+    return await future
 
 
 async def warm_up() -> ModuleType:

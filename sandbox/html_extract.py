@@ -1,23 +1,22 @@
 """Untrusted HTML is parsed inside a WASM cell; the host only validates the JSON that comes back.
 
-The guest program (sandbox/guest/extract_html.py) uses the stdlib html.parser. Selector subset: tag,
-`*`, `#id`, `.class` and their compounds (`div.note`, `a#top.x`), the descendant combinator (whitespace)
-and comma-separated groups. No child/sibling combinators, attribute selectors or pseudo-classes.
+The guest program (sandbox/guest/extract_html.py) parses with lxml (libxml2's HTML parser, inside the
+cell) and selects with soupsieve, beautifulsoup4's CSS engine: selectors are full CSS (combinators,
+attributes, pseudo-classes). The host compiles the selector with the same soupsieve before any cell
+starts, so a malformed one is refused naming ``selector``.
 """
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 
+import soupsieve
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sandbox.errors import HtmlExtractionError
 from sandbox.limits import LimitMaxima, RunLimits, RunRequest, RunResult
 
 GUEST_PROGRAM = files("sandbox.guest").joinpath("extract_html.py").read_text(encoding="utf-8")
-_COMPOUND = r"(?:[A-Za-z][A-Za-z0-9-]*|\*)?(?:[#.][A-Za-z0-9_-]+)*"
-_SELECTOR = re.compile(rf"^\s*{_COMPOUND}(?:\s+{_COMPOUND})*\s*(?:,\s*{_COMPOUND}(?:\s+{_COMPOUND})*\s*)*$")
 
 RunFn = Callable[[RunRequest], Awaitable[RunResult]]
 
@@ -37,8 +36,12 @@ class ExtractRequest(BaseModel):
     def _supported_selector(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.strip() or not _SELECTOR.match(value) or any(not g.strip() for g in value.split(",")):
-            raise ValueError(f"unsupported selector {value!r}: use tag, *, #id, .class, descendant, commas")
+        if not value.strip():
+            raise ValueError("an empty selector selects nothing: omit it or give a CSS selector")
+        try:
+            soupsieve.compile(value)
+        except Exception as exc:  # SelectorSyntaxError, or a selector soupsieve cannot use
+            raise ValueError(f"not a CSS selector: {str(exc).splitlines()[0][:200]}") from None
         return value
 
 

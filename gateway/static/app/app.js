@@ -1,6 +1,8 @@
 // Grace's chat page: pick or start a conversation, talk over one WebSocket, watch replies stream in.
 // No inline code anywhere (the page must run under script-src 'self').
 
+import { artifactsOf, renderArtifacts } from "./artifacts.js";
+
 const PARTICIPANTS_TYPE = "application/vnd.mad.participants+json";
 const ERROR_TYPE = "application/vnd.mad.error+json";
 const CHAT_MAD = "grace"; // the MAD a person talks to; everything else in a conversation is between MADs
@@ -150,12 +152,13 @@ function clearProgress(node) {
   if (line) line.remove();
 }
 
-function finishMessage(node, { text, participants = [], error = null }) {
+function finishMessage(node, { text, participants = [], error = null, artifacts = [] }) {
   node.removeAttribute("aria-busy");
   clearProgress(node);
   let shown = text || "";
   if (!shown && error) shown = `${error.code}: ${error.message}`;
-  setBody(node, shown || NO_TEXT);
+  setBody(node, shown || (artifacts.length ? "" : NO_TEXT));
+  renderArtifacts(node.querySelector(".message-body"), artifacts);
   if (error) node.classList.add("error");
   for (const name of participants) addBadge(node, name);
   setParticipants(participants);
@@ -273,6 +276,7 @@ async function loadHistory(conversation) {
         const names = participantsOf(message.envelope);
         const node = addMessage({ ...shown, time: message.created_at, badges: names.map((n) => [n]) });
         node.setAttribute("aria-label", `Reply from ${message.sender}`);
+        renderArtifacts(node.querySelector(".message-body"), artifactsOf(message.envelope));
         setParticipants(names);
       }
     }
@@ -375,7 +379,12 @@ function onFrame(frame) {
     case "reply": {
       const node = state.pending.get(frame.client_id) || state.live || liveMessage();
       state.pending.delete(frame.client_id);
-      finishMessage(node, { text: frame.reply.text, participants: frame.participants, error: frame.reply.error });
+      finishMessage(node, {
+        text: frame.reply.text,
+        participants: frame.participants,
+        error: frame.reply.error,
+        artifacts: frame.reply.artifacts || [],
+      });
       state.live = null;
       loadConversations();
       break;

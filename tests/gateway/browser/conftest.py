@@ -95,8 +95,8 @@ async def sandbox_chat(
     browser: Browser,
     compiled_cache: CompiledCache,
 ) -> AsyncIterator[ChatPage]:
-    """The same with Hopper and its sandbox (the session's compiled module, so no compile here)."""
-    settings = sandbox_settings(tmp_path / "data", llm_server.base_url, mads=[*GATEWAY_MADS, "hopper"])
+    """The same with the sandbox's MADs, Hopper and Playfair (the session's compiled module, so no compile here)."""
+    settings = sandbox_settings(tmp_path / "data", llm_server.base_url, mads=[*GATEWAY_MADS, "hopper", "playfair"])
     async with (
         sandbox_ecosystem(tmp_path / "data", compiled_cache, settings) as eco,
         open_chat(request, eco, llm_server, capsys, browser) as page,

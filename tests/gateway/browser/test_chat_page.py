@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import pytest
@@ -180,3 +181,22 @@ async def test_a_sandbox_run_shows_its_progress(sandbox_chat: ChatPage) -> None:
     await expect(reply.locator(".progress")).to_have_count(0)
     seen = await chat.page.evaluate("window.__progress")
     assert "hopper.run_python is running…" in seen, seen
+
+
+DRAWN = "() => { const i = document.querySelector('.artifacts img'); return i && i.complete && i.naturalWidth > 100 }"
+"""The chart's image has loaded from the gateway and decoded (a broken image has naturalWidth 0)."""
+
+
+@pytest.mark.timeout(900)  # the session's first sandbox user compiles the runtime
+async def test_a_chart_is_shown_inline_and_again_after_reload(sandbox_chat: ChatPage) -> None:
+    chat = sandbox_chat
+    await chat.sign_in()
+    await chat.new_conversation()
+    request = {"kind": "bar", "data": {"columns": {"month": ["Jan", "Feb"], "n": [3, 5]}}, "x": "month", "y": ["n"]}
+    reply = await chat.finished(await chat.send(f"/playfair chart {json.dumps(request)}"))
+    image = reply.locator(".artifacts img")
+    await expect(image).to_have_attribute("alt", "bar-chart.png")
+    await chat.page.wait_for_function(DRAWN)
+    await chat.page.reload()
+    await expect(chat.page.locator(".artifacts img")).to_have_count(1)
+    await chat.page.wait_for_function(DRAWN)

@@ -86,6 +86,7 @@ async def test_a_megabyte_page_of_a_hundred_thousand_tags_is_extracted_within_th
     rows = "".join(f"<tr><td class='n'>{i}</td><td><a href='/r/{i}'>row {i}</a></td></tr>" for i in range(20_000))
     html = f"<html><head><title>Big</title></head><body><table>{rows}</table></body></html>"
     assert len(html) > 1_000_000 and html.count("<") > 100_000
-    page = await sandbox.extract_html(html, "https://example.com/")
+    # Marco's limits: the defaults (a 5 s deadline), with output up to the ceiling (1 MiB of JSON).
+    page = await sandbox.extract_html(html, "https://example.com/", limits=RunLimits(output_bytes=1 << 20))
     assert page.title == "Big" and page.text.startswith("0\nrow 0\n1\nrow 1")
     assert len(page.links) == 500 and page.links[0].url == "https://example.com/r/0"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 BROWSE_DESCRIPTION = (
     "Fetch a public http(s) web page and read it: returns the final URL after redirects, the HTTP status, "
-    "title, visible text, links and, with a CSS selector (tag, #id, .class, descendant, commas), the "
+    "title, visible text, links and, with a CSS selector (full CSS: combinators, attributes, :not()...), the "
     "matching elements. Private, loopback and metadata addresses are refused."
 )
 _LIMIT_IN_MESSAGE = re.compile(r"limit_hit=(timeout|fuel|memory|output|scratch)\b")

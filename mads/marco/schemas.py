@@ -71,7 +71,9 @@ def browse_args_model(config: MarcoConfig) -> type[BaseModel]:
         url=(str, Field(min_length=1, max_length=2048, description="http(s) URL of a public page")),
         selector=(
             str | None,
-            Field(None, max_length=512, description="CSS subset: tag, *, #id, .class, descendant, commas"),
+            Field(
+                None, max_length=512, description="a CSS selector (soupsieve: combinators, attributes, pseudo-classes)"
+            ),
         ),
         max_bytes=(
             int | None,

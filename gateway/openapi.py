@@ -61,7 +61,8 @@ ERROR_DESCRIPTIONS = {
     422: "A field is invalid; `fields` names each one and why.",
     429: "Rate limited (retry after `Retry-After` seconds), or `budget_exceeded`: an LLM budget is spent.",
     502: "A MAD reported an error (its code and message are kept).",
-    503: "A MAD is not running, the audit trail is unavailable, or the ecosystem is shutting down.",
+    503: "A MAD is not running, its queue is full (`backpressure`), the bus, a store or the audit trail is "
+    "unavailable, or the ecosystem is shutting down; `retryable` says whether trying again can help.",
     504: "A MAD did not answer in time.",
 }
 

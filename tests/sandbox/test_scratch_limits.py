@@ -101,6 +101,7 @@ async def test_open_files_are_capped_per_cell(sandbox: Sandbox) -> None:
     count, _, reason = result.stdout.strip().partition(" ")
     assert reason == "EMFILE", result
     assert 0 < int(count) <= cap
+    await eventually(lambda: sandbox.active_runs == 0, what="cell discarded")
     assert len(os.listdir("/proc/self/fd")) <= host_before + 8  # the host's descriptors came back
 
 

@@ -4,6 +4,9 @@ gateway, hostile programs while /healthz keeps answering, and a second boot that
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import pytest
 
 from mads.host import Host
+from sandbox import PYTHON_WASM_SHA256
 from tests.support.ecosystem import Running
 from tests.support.sandbox_ecosystem import EventWatch, sandbox_ecosystem, sandbox_settings, while_serving
 from tests.support.wasm_cache import CompiledCache
@@ -119,3 +123,64 @@ async def test_numpy_and_pandas_through_the_gateway(eco: Running) -> None:
     [result] = ran["reply"]["data"]
     assert result["exit_code"] == 0, result
     assert result["stdout"] == "{'a': 5.0, 'b': 2.5}\n"
+
+
+FIRST_START = """
+import asyncio, json, logging, sys
+from pathlib import Path
+from tests.support.ecosystem import CORE_MADS, running
+from tests.support.sandbox_ecosystem import sandbox_settings
+
+records = []
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append([record.levelno, record.name, record.getMessage()])
+
+async def main():
+    for name in ("sandbox", "mads.core.sandbox_capability"):
+        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).addHandler(Keep())
+    settings = sandbox_settings(Path(sys.argv[1]), mads=[*CORE_MADS, "hopper"], sandbox={"cache_dir": sys.argv[2]})
+    command = '/hopper run_python {"code": "print(1)"}'
+    async with running(settings) as eco:
+        cid = await eco.new_conversation("first start")
+        early = await eco.say(cid, command)
+        await eco.host.sandbox.ready()
+        late = await eco.say(cid, command)
+        status = eco.host.sandbox.status()
+    print(json.dumps({"early": early["reply"], "late": late["reply"], "status": status, "logs": records}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a whole compile: ~95 s of CPU, more on a busy machine
+def test_first_start_on_a_machine_through_the_gateway(tmp_path: Path) -> None:
+    """The one test that pays for a second compile, in a fresh process (a process keeps modules it compiled) with
+    an empty machine cache: while it compiles, /hopper run_python answers 'sandbox still starting' (typed,
+    retryable); the log says once, at WARNING, what happens and how long it takes, and once when it is done."""
+    cache = tmp_path / "machine-cache" / "mad-ecosystem" / "wasm"
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_START, str(tmp_path / "data"), str(cache)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=880,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    error = report["early"]["error"]
+    assert error is not None and error["code"] == "sandbox_starting" and error["retryable"] is True, report["early"]
+    assert "sandbox still starting" in error["message"]
+    assert report["late"]["error"] is None and report["late"]["data"][0]["stdout"] == "1\n", report["late"]
+    assert report["status"]["compiled_from_cache"] is False
+    lines = [(level, message) for level, name, message in report["logs"] if "compil" in message]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.WARNING], lines
+    (_, before), (_, after) = lines
+    assert before.startswith("sandbox: first start on this machine: compiling the Python runtime")
+    assert "s of CPU" in before
+    assert after.startswith("sandbox: compiled the Python runtime in ")
+    assert [p.name for p in cache.iterdir()] == [f"{PYTHON_WASM_SHA256[:32]}-wasmtime49.0.0-fuel.cwasm"]

@@ -1,18 +1,24 @@
 """Request/reply throughput of ``InMemoryBus`` against a raw asyncio queue+future baseline.
 
-Run: ``uv run python bench/bus.py`` (``--n`` round trips per run, ``--reps`` runs per column).
+Run: ``uv run --group bench python bench/bus.py --wall --only memory`` (``--n`` round trips
+per run, ``--reps`` runs per column; without ``--wall`` rates are per CPU second of the loop).
 
 Prints round trips per second — sequential, and with 100 concurrent requesters — for
-three columns measured in the same process, on the same event loop, interleaved:
+the columns measured in the same process, on the same event loop, interleaved:
 
 * **raw asyncio**: the floor. Requesters put ``(payload, future)`` on an
   ``asyncio.Queue`` of the bus's default mailbox size, drained by as many workers as a
   bus subscription has by default; each worker awaits a handler coroutine and sets the
   future. Same structure as the bus, minus envelopes, routing and deadlines.
-* **InMemoryBus**: what a MAD pays. Each request envelope (and its command part) is
-  built and validated in the timed loop; the handler builds a validated reply.
+* **InMemoryBus**: what a MAD pays. Each request is built in the timed loop as
+  ``MAD.request`` builds it (a validated command part in a ``trusted_envelope``); the
+  handler builds a validated data part and its reply (``Envelope.reply``).
 * **InMemoryBus, prebuilt**: the same traffic with every request and reply built
   before the clock starts, so the column shows the bus machinery alone.
+* **autogen-core** (optional ``bench`` dependency group, ``uv sync --group bench``;
+  skipped with a note without it): ``SingleThreadedAgentRuntime.send_message`` to a
+  ``RoutedAgent`` that answers (``bench/autogen_echo.py``); ``bus/ag`` is InMemoryBus
+  over autogen-core, per run.
 
 Every column is the median of ``--reps`` runs; each ratio is the median of the
 per-run ratios (a run of the bus and the raw run next to it see the same machine
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import secrets
 import statistics
 import sys
@@ -52,7 +59,7 @@ from redis.exceptions import RedisError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bus.base import DEFAULT_CONCURRENCY, DEFAULT_MAILBOX
-from bus.envelope import CommandPart, DataPart, Envelope, Kind
+from bus.envelope import CommandPart, DataPart, Envelope, Kind, trusted_envelope
 from bus.memory import InMemoryBus
 from bus.redis import bench as redis_bench
 
@@ -64,7 +71,8 @@ TIMEOUT = 30.0
 
 
 def request_envelope(i: int) -> Envelope:
-    return Envelope(
+    """A request as a MAD builds one: a validated part in a trusted envelope (``MAD.request``)."""
+    return trusted_envelope(
         sender="bench",
         recipient="echo",
         kind=Kind.REQUEST,
@@ -160,14 +168,52 @@ class Prebuilt:
         return await timed(requesters, n, requester)
 
 
+class AutogenCore:
+    """autogen-core's in-process runtime: ``send_message`` to a ``RoutedAgent`` that answers.
+
+    Optional (``uv sync --group bench``): without the package the column is skipped with a note.
+    """
+
+    def __init__(self) -> None:
+        import autogen_echo  # bench/, beside this script; raises ImportError without autogen-core
+
+        self.peer = autogen_echo
+
+    async def start(self) -> None:
+        self.runtime = await self.peer.started_runtime()
+
+    async def run(self, n: int, requesters: int) -> float:
+        send, ask, agent = self.runtime.send_message, self.peer.Ask, self.peer.ECHO
+
+        async def requester(first: int, count: int) -> None:
+            for i in range(first, first + count):
+                answer = await send(ask(i), agent)
+                assert answer.n == i + 1
+
+        return await timed(requesters, n, requester)
+
+    async def close(self) -> None:
+        await self.runtime.stop()
+
+
+def autogen_or_none() -> AutogenCore | None:
+    try:
+        return AutogenCore()
+    except ImportError:
+        return None
+
+
 def breakdown(batch: int = 2000, reps: int = 15) -> dict[str, float]:
     """Median µs per call of each envelope operation, sampled round robin so all see the same load."""
     request = request_envelope(1)
     part = DataPart(value=1)
     raw = {"sender": "bench", "recipient": "echo", "kind": "request", "content": [part]}
     operations: dict[str, Callable[[], object]] = {
-        "request: CommandPart + Envelope, validated": lambda: request_envelope(1),
+        "request: CommandPart + trusted_envelope": lambda: request_envelope(1),
         "reply: DataPart, validated": lambda: DataPart(value=1),
+        "request: Envelope(...), full validation": lambda: Envelope(
+            sender="bench", recipient="echo", kind=Kind.REQUEST, content=[CommandPart(tool="echo", arguments={"n": 1})]
+        ),
         "reply: Envelope.reply(part)": lambda: request.reply(part),
         "one Envelope, full validation (model_validate)": lambda: Envelope.model_validate(raw),
     }
@@ -187,37 +233,56 @@ async def scenario(label: str, requesters: int, n: int, reps: int) -> dict[str, 
     await bus.start()
     await built.start()
     validated, prebuilt = Validated(bus), Prebuilt(built, n)
+    gc.collect()
+    gc.freeze()  # the prebuilt column's envelopes would otherwise make every full collection of the others slower
     await bus.subscribe("echo", echo)
     await built.subscribe("echo", prebuilt.handle)
-    runners = (raw.run, validated.run, prebuilt.run)
+    autogen = autogen_or_none()
+    runners = [raw.run, validated.run, prebuilt.run]
+    if autogen is not None:
+        await autogen.start()
+        runners.append(autogen.run)
     for run in runners:
         await run(max(n // 10, requesters), requesters)  # warm-up
-    rates: list[list[float]] = [[], [], []]
+    rates: list[list[float]] = [[] for _ in runners]
     for rep in range(reps):
-        order = [(rep + k) % 3 for k in range(3)]  # rotate, so no column always runs first
+        order = [(rep + k) % len(runners) for k in range(len(runners))]  # rotate: no column always runs first
         for k in order:
             rates[k].append(await runners[k](n, requesters))
     raw.close()
     await bus.close()
     await built.close()
+    gc.unfreeze()
+    if autogen is not None:
+        await autogen.close()
     med = [statistics.median(r) for r in rates]
-    ratio = statistics.median(v / r for v, r in zip(rates[1], rates[0], strict=True))
-    ratio_built = statistics.median(p / r for p, r in zip(rates[2], rates[0], strict=True))
-    print(f"{label:<27}{med[0]:>13,.0f}{med[1]:>13,.0f}{ratio:>7.2f}{med[2]:>13,.0f}{ratio_built:>7.2f}")
+
+    def ratio(k: int, base: int = 0) -> float:
+        return statistics.median(a / b for a, b in zip(rates[k], rates[base], strict=True))
+
+    line = f"{label:<27}{med[0]:>13,.0f}{med[1]:>13,.0f}{ratio(1):>7.2f}{med[2]:>13,.0f}{ratio(2):>7.2f}"
+    if autogen is not None:
+        line += f"{med[3]:>13,.0f}{ratio(1, 3):>9.1f}x"
+    print(line)
     return {"raw": med[0], "bus": med[1], "prebuilt": med[2]}
 
 
 async def main(n: int, reps: int) -> None:
     unit = "wall-clock second" if clock is time.perf_counter else "CPU second of the event-loop thread"
-    print(f"round trips per {unit}; {n:,} per run, median of {reps} runs; ratio = median of per-run bus/raw ratios")
-    print(f"{'':<27}{'raw asyncio':>13}{'InMemoryBus':>13}{'':>7}{'prebuilt':>13}{'':>7}")
-    print(f"{'scenario':<27}{'/s':>13}{'/s':>13}{'ratio':>7}{'/s':>13}{'ratio':>7}")
+    print(f"round trips per {unit}; {n:,} per run, median of {reps} runs; ratio = median of per-run ratios")
+    has_autogen = autogen_or_none() is not None
+    extra = f"{'autogen-core':>13}{'bus/ag':>10}" if has_autogen else ""
+    print(f"{'':<27}{'raw asyncio':>13}{'InMemoryBus':>13}{'':>7}{'prebuilt':>13}{'':>7}{extra}")
+    extra = f"{'/s':>13}{'ratio':>10}" if has_autogen else ""
+    print(f"{'scenario':<27}{'/s':>13}{'/s':>13}{'ratio':>7}{'/s':>13}{'ratio':>7}{extra}")
+    if not has_autogen:
+        print("(autogen-core column skipped: not installed; `uv sync --group bench` adds it)")
     results = {label: await scenario(label, requesters, n, reps) for label, requesters in SCENARIOS}
     costs = breakdown()
     print("\nbreakdown, µs per message (median, same run)")
     for name, us in costs.items():
         print(f"  {name:<52}{us:>7.2f}")
-    validation = costs["request: CommandPart + Envelope, validated"] + costs["reply: DataPart, validated"]
+    validation = costs["request: CommandPart + trusted_envelope"] + costs["reply: DataPart, validated"]
     for label, r in results.items():
         raw_us, bus_us, built_us = 1e6 / r["raw"], 1e6 / r["bus"], 1e6 / r["prebuilt"]
         print(

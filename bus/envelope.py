@@ -295,25 +295,56 @@ def _derive(
 ) -> Envelope | None:
     """A reply or error to ``source`` without re-validating what is already known to be valid.
 
-    A reply is made of the request's own fields, part instances and a sender. Each
-    value is checked against exactly the constraint its field declares (memoised for
-    addresses, which repeat); part and trace instances are accepted as they are, as
-    full validation accepts them (``revalidate_instances="never"``). ``None`` means a
-    check failed: the caller then builds the envelope with full validation, which
-    raises the usual error naming the field. The equivalence is property-tested
-    (``tests/bus/test_envelope_fastpath.py``).
+    A reply is made of the request's own fields, part instances and a sender; see
+    :func:`_assemble`. ``None`` means a check failed: the caller then builds the envelope
+    with full validation, which raises the usual error naming the field. The equivalence
+    is property-tested (``tests/bus/test_envelope_fastpath.py``).
     """
-    recipient = source.reply_to or source.sender
-    conversation_id = source.conversation_id
-    correlation_id = source.id
-    trace = source.trace
-    principal = source.principal
-    turn = source.turn
-    chain = source.chain
+    return _assemble(
+        source.conversation_id,
+        sender,
+        source.reply_to or source.sender,
+        None,
+        kind,
+        source.id,
+        deadline,
+        source.trace,
+        source.principal,
+        source.turn,
+        source.chain,
+        parts,
+        fields_set,
+    )
+
+
+def _assemble(
+    conversation_id: str | None,
+    sender: str,
+    recipient: str,
+    reply_to: str | None,
+    kind: Kind,
+    correlation_id: str | None,
+    deadline: datetime | None,
+    trace: TraceContext | None,
+    principal: Principal,
+    turn: str | None,
+    chain: tuple[str, ...],
+    parts: tuple[CommandPart | DataPart | ProsePart, ...] | list[CommandPart | DataPart | ProsePart],
+    fields_set: frozenset[str],
+) -> Envelope | None:
+    """An envelope of these values if each passes exactly the constraint its field declares, else ``None``.
+
+    Strings are checked against their field's pattern and length (memoised for addresses
+    and conversations, which repeat); part, trace and principal instances are accepted as
+    they are, as full validation accepts them (``revalidate_instances="never"``); the id and
+    creation time are made here, as their defaults would be.
+    """
     if not (
         _is_address(sender)
         and _is_address(recipient)
-        and _is_id(correlation_id)
+        and (reply_to is None or _is_address(reply_to))
+        and type(kind) is Kind
+        and (correlation_id is None or _is_id(correlation_id))
         and _is_conversation(conversation_id)
         and (deadline is None or type(deadline) is datetime)
         and (trace is None or type(trace) is TraceContext)
@@ -335,7 +366,7 @@ def _derive(
             "conversation_id": conversation_id,
             "sender": sender,
             "recipient": recipient,
-            "reply_to": None,
+            "reply_to": reply_to,
             "kind": kind,
             "correlation_id": correlation_id,
             "created_at": _now(),
@@ -351,6 +382,67 @@ def _derive(
     _set(envelope, "__pydantic_extra__", None)
     _set(envelope, "__pydantic_private__", None)
     return envelope
+
+
+_TRUSTED_FIELDS_SET = _REPLY_FIELDS_SET | {"reply_to"}
+
+
+def trusted_envelope(
+    *,
+    sender: str,
+    recipient: str,
+    kind: Kind,
+    content: list[CommandPart | DataPart | ProsePart] | tuple[CommandPart | DataPart | ProsePart, ...],
+    conversation_id: str | None = None,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
+    deadline: datetime | None = None,
+    trace: TraceContext | None = None,
+    principal: Principal = SYSTEM,
+    turn: str | None = None,
+    chain: tuple[str, ...] = (),
+) -> Envelope:
+    """An envelope built by the process's own code (a MAD's request or event), validated once.
+
+    Its parts, principal and trace are instances already validated when they were built;
+    the strings are checked against exactly their fields' constraints. Nothing is
+    validated twice, and what full validation would refuse is never built: on any doubt
+    this falls back to ``Envelope(...)``, which raises the usual error naming the field.
+    Property-tested against full validation (``tests/bus/test_envelope_fastpath.py``).
+    What enters from outside (the gateway's input, Redis, an LLM) is parsed with full
+    validation instead (:func:`parse_envelope`, the part models).
+    """
+    fast = _assemble(
+        conversation_id,
+        sender,
+        recipient,
+        reply_to,
+        kind,
+        correlation_id,
+        deadline,
+        trace,
+        principal,
+        turn,
+        chain,
+        content,
+        _TRUSTED_FIELDS_SET,
+    )
+    if fast is not None:
+        return fast
+    return Envelope(
+        sender=sender,
+        recipient=recipient,
+        reply_to=reply_to,
+        kind=kind,
+        conversation_id=conversation_id,
+        correlation_id=correlation_id,
+        deadline=deadline,
+        trace=trace,
+        principal=principal,
+        turn=turn,
+        chain=chain,
+        content=list(content),
+    )
 
 
 def _safe_sender(address: str) -> str:

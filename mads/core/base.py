@@ -37,6 +37,7 @@ from bus.envelope import (
     Kind,
     Part,
     ProsePart,
+    trusted_envelope,
     validation_error,
 )
 from bus.ids import new_id
@@ -306,7 +307,7 @@ class MAD(Generic[ConfigT]):
             authority.check_chain(chain)
         except authority.ChainTooLong as exc:
             raise RemoteError(recipient, ErrorInfo(code="chain_too_long", message=str(exc))) from None
-        envelope = Envelope(
+        envelope = trusted_envelope(
             sender=self.address,
             recipient=recipient,
             kind=Kind.REQUEST,
@@ -356,7 +357,7 @@ class MAD(Generic[ConfigT]):
         work = authority.current()
         with contextlib.suppress(BusClosed):
             await self.bus.publish(
-                Envelope(
+                trusted_envelope(
                     sender=self.address,
                     recipient=topic,
                     kind=Kind.EVENT,

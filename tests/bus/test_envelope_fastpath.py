@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from bus.envelope import (
+    _TRUSTED_FIELDS_SET,
     ADDRESS_PATTERN,
     MAX_CHAIN,
     SYSTEM,
@@ -28,10 +29,12 @@ from bus.envelope import (
     Principal,
     ProsePart,
     TraceContext,
+    _assemble,
     _derive,
     _is_address,
     _is_conversation,
     _is_id,
+    trusted_envelope,
 )
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -244,3 +247,94 @@ def test_reply_keeps_a_timezone_aware_deadline_and_trace_by_reference() -> None:
     assert reply.id != request.id and reply.id > request.id
     with pytest.raises(ValidationError):
         reply.sender = "x"  # type: ignore[misc]  # still frozen
+
+
+envelope_fields = st.fixed_dictionaries(
+    {
+        "sender": addresses,
+        "recipient": addresses,
+        "kind": st.sampled_from(list(Kind)),
+        "content": st.lists(parts, min_size=1, max_size=4),
+        "conversation_id": conversations,
+        "reply_to": st.none() | addresses,
+        "correlation_id": st.none() | ids,
+        "deadline": deadlines,
+        "trace": traces,
+        "principal": principals,
+        "turn": st.none() | ids,
+        "chain": st.lists(addresses, max_size=MAX_CHAIN).map(tuple),
+    }
+)
+
+
+@SETTINGS
+@given(fields=envelope_fields)
+def test_trusted_envelope_passes_full_validation_and_equals_it(fields: dict[str, Any]) -> None:
+    trusted = trusted_envelope(**fields)
+    assert _assemble_took_the_fast_path(fields)
+    assert_same(trusted, Envelope(id=trusted.id, created_at=trusted.created_at, **fields))
+
+
+@SETTINGS
+@given(
+    fields=envelope_fields,
+    field=st.sampled_from(["sender", "recipient", "reply_to", "conversation_id"]),
+    bad=hostile,
+)
+def test_trusted_envelope_refuses_exactly_what_full_validation_refuses(
+    fields: dict[str, Any], field: str, bad: str
+) -> None:
+    fields = {**fields, field: bad}
+    try:
+        expected = Envelope(**fields)
+    except ValidationError as slow_error:
+        with pytest.raises(ValidationError) as fast_error:
+            trusted_envelope(**fields)
+        assert fast_error.value.errors() == slow_error.errors()
+    else:
+        assert getattr(trusted_envelope(**fields), field) == getattr(expected, field)
+
+
+@SETTINGS
+@given(fields=envelope_fields, turn=hostile, chain=st.lists(hostile, max_size=MAX_CHAIN + 2).map(tuple))
+def test_trusted_envelope_with_bad_ids_or_chains_fails_as_full_validation_does(
+    fields: dict[str, Any], turn: str, chain: tuple[str, ...]
+) -> None:
+    fields = {**fields, "turn": turn, "chain": chain}
+    try:
+        Envelope(**fields)
+    except ValidationError as slow_error:
+        with pytest.raises(ValidationError) as fast_error:
+            trusted_envelope(**fields)
+        assert fast_error.value.errors() == slow_error.errors()
+    else:
+        trusted_envelope(**fields)
+
+
+def _assemble_took_the_fast_path(fields: dict[str, Any]) -> bool:
+    return (
+        _assemble(
+            fields["conversation_id"],
+            fields["sender"],
+            fields["recipient"],
+            fields["reply_to"],
+            fields["kind"],
+            fields["correlation_id"],
+            fields["deadline"],
+            fields["trace"],
+            fields["principal"],
+            fields["turn"],
+            fields["chain"],
+            fields["content"],
+            _TRUSTED_FIELDS_SET,
+        )
+        is not None
+    )
+
+
+def test_a_part_built_without_validation_is_not_trusted() -> None:
+    """Only validated part instances ride the fast path; anything else goes through full validation."""
+    with pytest.raises(ValidationError):
+        trusted_envelope(sender="a", recipient="b", kind=Kind.REQUEST, content=[{"type": "prose", "text": ""}])
+    with pytest.raises(ValidationError):
+        trusted_envelope(sender="a", recipient="b", kind="nonsense", content=[ProsePart(text="x")])  # type: ignore[arg-type]

@@ -14,7 +14,9 @@ import fnmatch
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -50,6 +52,9 @@ Gates run in the delivering process, so they work the same on every transport.
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAILBOX = 1024
 DEFAULT_CONCURRENCY = 16
+"""Handlers of one subscription *working* at once (see :func:`waiting` for those that wait)."""
+DEFAULT_WAITING = 1024
+"""Handlers of one subscription that may be waiting on I/O at once, on top of the working ones."""
 DEFAULT_TAP_BATCH = 128
 TAP_ATTEMPTS = 5
 """Deliveries of a batch whose observer keeps raising before a transport gives up on it
@@ -167,6 +172,7 @@ class SubscriptionSpec:
     contract: Contract | None = None
     concurrency: int = DEFAULT_CONCURRENCY
     mailbox: int = DEFAULT_MAILBOX
+    waiting: int = DEFAULT_WAITING
     regex: re.Pattern[str] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -190,6 +196,7 @@ def new_spec(
     concurrency: int,
     mailbox: int,
     unique: str,
+    waiting: int = DEFAULT_WAITING,
 ) -> SubscriptionSpec:
     """Check ``subscribe()`` arguments and choose the default group, identically on every transport.
 
@@ -199,13 +206,95 @@ def new_spec(
     """
     if concurrency < 1 or mailbox < 1:
         raise ValueError("concurrency and mailbox must be at least 1")
+    if waiting < 0:
+        raise ValueError("waiting must be at least 0")
     if not pattern:
         raise ValueError("pattern must be a non-empty address or glob")
     spec = SubscriptionSpec(
-        pattern=pattern, handler=handler, group="", contract=contract, concurrency=concurrency, mailbox=mailbox
+        pattern=pattern,
+        handler=handler,
+        group="",
+        contract=contract,
+        concurrency=concurrency,
+        mailbox=mailbox,
+        waiting=waiting,
     )
     spec.group = group or (f"{pattern}#{unique}" if spec.is_pattern else pattern)
     return spec
+
+
+class Slots:
+    """The handler slots of one subscription: working handlers and waiting ones, counted apart.
+
+    At most ``spec.concurrency`` handlers *work* at once; a handler that waits on I/O (a reply
+    from another MAD, an LLM, a sandbox run) says so with :func:`waiting`, and while it waits
+    its slot serves the next envelope. At most ``spec.waiting`` handlers wait at once; past
+    that, a waiting handler keeps its slot, so the subscription stops taking work and its
+    bounded mailbox pushes back on publishers. A transport calls ``freed`` when a slot becomes
+    free because its handler started waiting (to start another worker, or read more).
+    """
+
+    __slots__ = ("concurrency", "freed", "limit", "parked")
+
+    def __init__(self, spec: SubscriptionSpec, freed: Callable[[], None]) -> None:
+        self.concurrency = spec.concurrency
+        self.limit = spec.waiting
+        self.parked = 0
+        """Handlers waiting now whose slots serve others."""
+        self.freed = freed
+
+
+class Delivery:
+    """One handler run's claim on its subscription's slot; nested ``waiting()`` counts once."""
+
+    __slots__ = ("depth", "slots")
+
+    def __init__(self, slots: Slots) -> None:
+        self.slots = slots
+        self.depth = 0
+
+
+CURRENT_DELIVERY: ContextVar[Delivery | None] = ContextVar("bus_delivery", default=None)
+
+
+@contextmanager
+def delivering(slots: Slots) -> Iterator[None]:
+    """Run a handler as the holder of one of ``slots`` (transports wrap each handler call in this)."""
+    token = CURRENT_DELIVERY.set(Delivery(slots))
+    try:
+        yield
+    finally:
+        CURRENT_DELIVERY.reset(token)
+
+
+@contextmanager
+def waiting() -> Iterator[None]:
+    """The current handler waits on I/O for the duration: its slot serves other envelopes meanwhile.
+
+    ``MadBus.request`` waits this way for every reply, Fiedler for every LLM call. Outside a
+    handler, or when the subscription's ``waiting`` bound is reached, nothing changes: the
+    handler keeps its slot. Nested and concurrent waits of one handler (``gather``) count once.
+    """
+    delivery = CURRENT_DELIVERY.get()
+    if delivery is None:
+        yield
+        return
+    slots = delivery.slots
+    if delivery.depth == 0:
+        if slots.parked >= slots.limit:
+            yield
+            return
+        slots.parked += 1
+        delivery.depth = 1
+        slots.freed()
+    else:
+        delivery.depth += 1
+    try:
+        yield
+    finally:
+        delivery.depth -= 1
+        if delivery.depth == 0:
+            slots.parked -= 1
 
 
 class Subscription(ABC):
@@ -236,6 +325,14 @@ class Bus(ABC):
         """
         return cancel_running(self.rules, request_id)
 
+    def has_room(self, address: str) -> bool:
+        """Whether a request to ``address`` would be taken without waiting for room (a hint: it may change).
+
+        The gateway answers 503 instead of queueing a person's request behind a full mailbox.
+        Transports without bounded mailboxes in this process always say yes.
+        """
+        return True
+
     def add_gate(self, gate: Gate) -> None:
         self.rules.gates.append(gate)
 
@@ -261,8 +358,13 @@ class Bus(ABC):
         contract: Contract | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         mailbox: int = DEFAULT_MAILBOX,
+        waiting: int = DEFAULT_WAITING,
     ) -> Subscription:
         """Receive envelopes addressed to ``pattern`` (an address, or a glob such as ``events.*``).
+
+        ``concurrency`` handlers work at once, and up to ``waiting`` more may wait on I/O
+        (see :func:`waiting`); beyond that envelopes queue in a ``mailbox`` of that size, and
+        a full mailbox makes publishers wait (or :meth:`has_room` say no).
 
         Subscriptions sharing a ``group`` split the traffic (each envelope goes to one
         of them); distinct groups each get a copy. The default group is the pattern

@@ -23,10 +23,12 @@ import math
 import time
 
 from bus.base import (
+    CURRENT_DELIVERY,
     DEFAULT_CONCURRENCY,
     DEFAULT_MAILBOX,
     DEFAULT_TAP_BATCH,
     DEFAULT_TIMEOUT,
+    DEFAULT_WAITING,
     TAP_ATTEMPTS,
     BatchObserver,
     Bus,
@@ -34,9 +36,11 @@ from bus.base import (
     BusStats,
     Counters,
     DeadlineExceeded,
+    Delivery,
     DeliveryRules,
     Handler,
     Redact,
+    Slots,
     Subscription,
     SubscriptionSpec,
     check_tap_args,
@@ -66,24 +70,44 @@ class _Expired(Exception):
 
 
 class _MemorySubscription(Subscription):
+    """A mailbox drained by workers: ``concurrency`` of them free to work, one more per waiting handler.
+
+    When a handler starts waiting on I/O (:func:`bus.base.waiting`), a worker is added so that
+    ``concurrency`` workers stay free to take envelopes; when it is done waiting, a worker that
+    finds itself surplus after its envelope leaves. So up to ``concurrency + waiting`` handlers
+    are under way, and never more than ``concurrency`` of them doing anything but wait.
+    """
+
     def __init__(self, bus: InMemoryBus, spec: SubscriptionSpec) -> None:
         self.bus = bus
         self.spec = spec
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue(spec.mailbox)
-        self.workers: list[asyncio.Task[None]] = []
+        self.workers: set[asyncio.Task[None]] = set()
+        self.slots = Slots(spec, self._freed)
         self.busy = 0
+        self.stopping = False
 
     def start(self) -> None:
-        self.workers = [
-            asyncio.create_task(self._work(), name=f"bus:{self.spec.pattern}:{i}") for i in range(self.spec.concurrency)
-        ]
+        for _ in range(self.spec.concurrency):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        task = asyncio.create_task(self._work(), name=f"bus:{self.spec.pattern}:{len(self.workers)}")
+        self.workers.add(task)
+
+    def _freed(self) -> None:
+        """A handler started waiting: keep ``concurrency`` workers free to take the next envelopes."""
+        if not self.stopping and len(self.workers) - self.slots.parked < self.spec.concurrency:
+            self._spawn()
 
     async def _work(self) -> None:
-        bus, spec = self.bus, self.spec
+        bus, spec, slots = self.bus, self.spec, self.slots
         get, task_done, stats = self.queue.get, self.queue.task_done, bus._stats
+        concurrency, workers = spec.concurrency, self.workers
         while True:
             item = await get()
             self.busy += 1
+            token = CURRENT_DELIVERY.set(Delivery(slots))
             try:
                 reply = await run_handler(spec, item, stats, bus.rules)
                 if reply is not None and not bus._publish_nowait(reply):
@@ -91,18 +115,25 @@ class _MemorySubscription(Subscription):
             except Exception:
                 log.exception("bus worker for %s failed", spec.pattern)
             finally:
+                CURRENT_DELIVERY.reset(token)
                 self.busy -= 1
                 task_done()
+            if len(workers) - slots.parked > concurrency:
+                workers.discard(asyncio.current_task())  # type: ignore[arg-type]
+                return
 
     async def drain(self) -> None:
         await self.queue.join()
 
     async def stop(self) -> None:
-        for worker in self.workers:
+        self.stopping = True
+        workers = list(self.workers)
+        for worker in workers:
             worker.cancel()
-        for worker in self.workers:
+        for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        self.workers.clear()
 
     async def cancel(self) -> None:
         self.bus._remove(self)
@@ -198,6 +229,7 @@ class InMemoryBus(Bus):
         contract: Contract | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         mailbox: int = DEFAULT_MAILBOX,
+        waiting: int = DEFAULT_WAITING,
     ) -> Subscription:
         if self._closing:
             raise BusClosed("bus is closed")
@@ -209,6 +241,7 @@ class InMemoryBus(Bus):
             concurrency=concurrency,
             mailbox=mailbox,
             unique=str(next(self._rr)),
+            waiting=waiting,
         )
         sub = _MemorySubscription(self, spec)
         sub.start()
@@ -259,6 +292,11 @@ class InMemoryBus(Bus):
             groups.setdefault(sub.spec.group, []).append(sub)
         turn = next(self._rr)
         return [members[turn % len(members)] for members in groups.values()]
+
+    def has_room(self, address: str) -> bool:
+        """No mailbox that a message to ``address`` would go to is full."""
+        subs = [*self._exact.get(address, ()), *(s for s in self._patterns if s.spec.matches(address))]
+        return not any(sub.queue.full() for sub in subs)
 
     async def publish(self, envelope: Envelope) -> None:
         if self._closing:

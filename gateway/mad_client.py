@@ -124,6 +124,11 @@ class MadClient:
         If the waiting is cancelled (the client went away), the request is cancelled on the bus,
         so the work it started stops too.
         """
+        if not self.bus.has_room(envelope.recipient):
+            # Backpressure made visible: a full mailbox answers at once instead of queueing the person behind it.
+            raise ApiError(
+                503, "overloaded", f"{envelope.recipient} has more work queued than it takes; try again", retryable=True
+            )
         try:
             return await self.drain.race(self.bus.request(envelope))
         except DeadlineExceeded:

@@ -10,6 +10,8 @@ imports a MAD, and the gateway above it is composed with it by the entry point
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -24,6 +26,7 @@ from mads import registry
 from mads.core import config_changes, names
 from mads.core.base import MAD, MadContext
 from mads.core.directory import Directory, PresenceAnnouncer
+from mads.core.heap import freeze_startup_heap
 from mads.core.quarantine import QuarantineGate
 from mads.core.redaction import REDACTOR, SecretRedactor
 from mads.core.settings import ConfigError, Settings, validate_mad_section
@@ -94,6 +97,7 @@ class Host:
         self._announcers: list[PresenceAnnouncer] = []
         self.directory = Directory(self.bus)
         self._quarantine: QuarantineGate | None = None
+        self._freezer: asyncio.Task[None] | None = None
         self.sandbox: Any = None
         uses_sandbox = {name for name, cls in self.classes.items() if getattr(cls, "uses_sandbox", False)}
         if set(settings.sandbox.grants) & set(self.names) or uses_sandbox:
@@ -162,6 +166,13 @@ class Host:
         except BaseException:
             await self.stop()
             raise
+        if self.settings.ecosystem.freeze_startup_heap:
+            self._freezer = asyncio.create_task(self._freeze_when_ready(), name="host:freeze-startup-heap")
+
+    async def _freeze_when_ready(self) -> None:
+        """Once every MAD finished its background start-up (Fiedler loading litellm), freeze the heap."""
+        await asyncio.gather(*(mad.ready() for mad in list(self.mads.values())), return_exceptions=True)
+        log.debug("start-up heap frozen: %d objects", freeze_startup_heap())
 
     async def _announce_config_changes(self) -> None:
         """Publish what changed in the configuration since the last start (McNamara audits it)."""
@@ -180,6 +191,11 @@ class Host:
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight work finish, then close the bus and storage."""
+        if self._freezer is not None:
+            self._freezer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._freezer
+            self._freezer = None
         for announcer in reversed(self._announcers):
             await announcer.stop()
         self._announcers.clear()

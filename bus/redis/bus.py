@@ -30,6 +30,7 @@ from bus.base import (
     DEFAULT_MAILBOX,
     DEFAULT_TAP_BATCH,
     DEFAULT_TIMEOUT,
+    DEFAULT_WAITING,
     BatchObserver,
     Bus,
     BusBackpressure,
@@ -238,6 +239,7 @@ class RedisBus(Bus):
         contract: Contract | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         mailbox: int = DEFAULT_MAILBOX,
+        waiting: int = DEFAULT_WAITING,
     ) -> Subscription:
         """See :meth:`Bus.subscribe`. ``mailbox`` is not used: the stream is the mailbox, bounded by ``max_len``."""
         if self._closing:
@@ -248,7 +250,14 @@ class RedisBus(Bus):
             raise ValueError("pattern must be an address or glob without control characters")
         uid = f"{self.instance}.{next(self._seq)}"
         spec = new_spec(
-            pattern, handler, group=group, contract=contract, concurrency=concurrency, mailbox=mailbox, unique=uid
+            pattern,
+            handler,
+            group=group,
+            contract=contract,
+            concurrency=concurrency,
+            mailbox=mailbox,
+            unique=uid,
+            waiting=waiting,
         )
         ephemeral = group is None and spec.is_pattern
         sub = RedisSubscription(self, spec, uid, ephemeral)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
-from bus.base import Subscription, SubscriptionSpec, run_handler
+from bus.base import Slots, Subscription, SubscriptionSpec, delivering, run_handler
 from bus.envelope import Envelope, Kind, parse_envelope, validation_error
 from bus.redis.backoff import TRANSIENT, Backoff, is_nogroup
 from bus.redis.lua import PRECLAIM_MS, glob_to_lua, publish_args
@@ -81,7 +81,10 @@ def preclaimed(entry_id: str, fields: dict[bytes, bytes] | None, envelope: Envel
 
 
 class RedisSubscription(Subscription):
-    """A consumer in group ``spec.group`` on one stream, with at most ``spec.concurrency`` handlers running."""
+    """A consumer in group ``spec.group`` on one stream, with at most ``spec.concurrency`` handlers working.
+
+    Handlers waiting on I/O (``bus.base.waiting``, up to ``spec.waiting``) do not count: their slots read more.
+    """
 
     def __init__(self, bus: RedisBus, spec: SubscriptionSpec, uid: str, ephemeral: bool) -> None:
         self.bus = bus
@@ -104,6 +107,8 @@ class RedisSubscription(Subscription):
         self._overdue = False
         """A dead consumer's entries wait for a handler slot: the next free slot reclaims before reading."""
         self._reclaiming = asyncio.Lock()
+        self.slots = Slots(spec, self._slot.set)
+        """A handler waiting on I/O frees its slot for the next entry (``bus.base.waiting``)."""
         self._tasks: list[asyncio.Task[None]] = []
         self.stopping = False
         self.cancelled = False
@@ -125,7 +130,7 @@ class RedisSubscription(Subscription):
         backoff = Backoff(bus.settings.backoff_max)
         block_ms = int(bus.settings.block * 1000)
         while not self.stopping:
-            free = spec.concurrency - len(self.inflight)
+            free = spec.concurrency + self.slots.parked - len(self.inflight)
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()
@@ -193,7 +198,8 @@ class RedisSubscription(Subscription):
 
     async def _handle(self, entry_id: str, envelope: Envelope, key: str) -> None:
         try:
-            reply = await run_handler(self.spec, envelope, self.bus.counters, self.bus.rules)
+            with delivering(self.slots):
+                reply = await run_handler(self.spec, envelope, self.bus.counters, self.bus.rules)
             if reply is None:
                 await self.bus.finish(self.stream, self.spec.group, entry_id, key, None, envelope)
             else:
@@ -310,7 +316,7 @@ class RedisSubscription(Subscription):
         bus, group = self.bus, self.spec.group
         idle_ms = int(bus.settings.reclaim_idle * 1000)
         pending = await bus.redis.xpending_range(self.stream, group, min="-", max="+", count=100, idle=idle_ms)
-        free = self.spec.concurrency - len(self.inflight)
+        free = self.spec.concurrency + self.slots.parked - len(self.inflight)
         overdue: list[bytes] = []
         dead: dict[bytes, int] = {}
         for item in pending:

@@ -133,6 +133,9 @@ class MAD(Generic[ConfigT]):
     async def on_start(self) -> None:
         """Open resources (databases, clients) before the first message arrives."""
 
+    async def ready(self) -> None:
+        """Wait until background start-up work is done (Fiedler: litellm loaded); most MADs have none."""
+
     async def on_stop(self) -> None:
         """Release resources after the last message has been handled."""
 

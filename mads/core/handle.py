@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bus.base import BatchObserver, Bus, BusError, ForgedSender, Gate, Handler, Subscription
+from bus.base import BatchObserver, Bus, BusError, ForgedSender, Gate, Handler, Subscription, waiting
 from bus.envelope import Envelope
 from mads.core import authority
 
@@ -59,8 +59,10 @@ class MadBus:
         await self.bus.publish(envelope)
 
     async def request(self, envelope: Envelope, timeout: float | None = None) -> Envelope:
+        """Send a request and wait for the reply; while it waits, this MAD's handler slot serves others."""
         self.check(envelope)
-        return await self.bus.request(envelope, timeout)
+        with waiting():
+            return await self.bus.request(envelope, timeout)
 
     async def subscribe(self, pattern: str, handler: Handler, **options: Any) -> Subscription:
         if not (self.owns(pattern) or pattern.startswith(TOPIC_PREFIXES)):

@@ -60,6 +60,10 @@ class EcosystemSection(Section):
     mads: list[str] = Field(default_factory=lambda: ["all"], description='MAD names to run here, or ["all"]')
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     drain_timeout: float = Field(default=10.0, gt=0, le=300)
+    freeze_startup_heap: bool = Field(
+        default=True,
+        description="once every MAD is ready, keep the start-up heap out of the cycle collector (gc.freeze)",
+    )
 
     @field_validator("bus")
     @classmethod

@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import JsonValue
 
+from bus.base import waiting
 from bus.topics import LLM_CALL, StreamDelta, stream_topic
 from mads.core import authority, names
 from mads.core.base import MAD, MadContext, ToolFailure
@@ -159,16 +160,17 @@ class Fiedler(MAD[FiedlerConfig]):
                 attributes=_request_attributes(spec, caller, conversation_id),
             ) as span:
                 try:
-                    done = await self.client.complete(
-                        chain,
-                        keys,
-                        messages,
-                        tools=tools,
-                        max_tokens=args.max_tokens,
-                        temperature=args.temperature,
-                        on_delta=on_delta if topic else None,
-                        deadline=authority.current().remaining(),
-                    )
+                    with waiting():  # the LLM's answer takes seconds: Fiedler's slot serves other calls meanwhile
+                        done = await self.client.complete(
+                            chain,
+                            keys,
+                            messages,
+                            tools=tools,
+                            max_tokens=args.max_tokens,
+                            temperature=args.temperature,
+                            on_delta=on_delta if topic else None,
+                            deadline=authority.current().remaining(),
+                        )
                 except LLMError as exc:
                     used = Amount(calls=1)
                     span.set_status(Status(StatusCode.ERROR, exc.code))

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from pydantic import BaseModel, Field
 
-from bus.base import Bus, BusClosed, DeadlineExceeded
+from bus.base import Bus, BusClosed, DeadlineExceeded, waiting
 from bus.contract import Contract
 from bus.envelope import CommandPart, DataPart, Envelope, Kind, Principal, ProsePart, deadline_in
 
@@ -480,3 +480,110 @@ async def test_a_reply_must_answer_its_request_for_the_same_principal(bus: Bus) 
         reply = await bus.request(envelope, timeout=WAIT)
         assert reply.error is not None and reply.error.code == "forged_reply", target
         assert reply.principal == alice
+
+
+# ---- handler slots: working handlers are bounded, waiting ones do not hold a slot ---------------
+
+
+class Gauge:
+    """Handlers under way now and the most seen at once, released together by one event."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+        self.release = asyncio.Event()
+
+    async def hold(self, envelope: Envelope, *, waits: bool) -> Envelope:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            if waits:
+                with waiting():
+                    await self.release.wait()
+            else:
+                await self.release.wait()
+        finally:
+            self.now -= 1
+        return envelope.reply(ProsePart(text="done"))
+
+
+async def test_a_handler_waiting_on_io_frees_its_slot_for_the_next_request(bus: Bus) -> None:
+    gauge = Gauge()
+
+    async def handler(envelope: Envelope) -> Envelope:
+        return await gauge.hold(envelope, waits=True)
+
+    await bus.subscribe("slow", handler, concurrency=2)
+    replies = [asyncio.create_task(bus.request(req("slow"), timeout=WAIT)) for _ in range(12)]
+    await eventually(lambda: gauge.now == 12)
+    gauge.release.set()
+    assert [r.text() for r in await asyncio.gather(*replies)] == ["done"] * 12
+
+
+async def test_a_handler_that_does_not_say_it_waits_keeps_its_slot(bus: Bus) -> None:
+    gauge = Gauge()
+
+    async def handler(envelope: Envelope) -> Envelope:
+        return await gauge.hold(envelope, waits=False)
+
+    await bus.subscribe("busy", handler, concurrency=2)
+    replies = [asyncio.create_task(bus.request(req("busy"), timeout=WAIT)) for _ in range(6)]
+    await eventually(lambda: gauge.now == 2)
+    await _settle(bus)
+    assert gauge.now == 2 and gauge.peak == 2
+    gauge.release.set()
+    assert len(await asyncio.gather(*replies)) == 6
+    assert gauge.peak == 2
+
+
+async def test_waiting_handlers_are_bounded_too(bus: Bus) -> None:
+    gauge = Gauge()
+
+    async def handler(envelope: Envelope) -> Envelope:
+        return await gauge.hold(envelope, waits=True)
+
+    await bus.subscribe("bounded", handler, concurrency=2, waiting=3)
+    replies = [asyncio.create_task(bus.request(req("bounded"), timeout=WAIT)) for _ in range(10)]
+    await eventually(lambda: gauge.now == 5)
+    await _settle(bus)
+    assert gauge.peak == 5
+    gauge.release.set()
+    assert len(await asyncio.gather(*replies)) == 10
+    assert gauge.peak == 5
+
+
+async def test_one_handler_waiting_on_several_things_counts_once(bus: Bus) -> None:
+    gauge = Gauge()
+    started = asyncio.Event()
+
+    async def fan_out(envelope: Envelope) -> Envelope:
+        async def wait_one() -> None:
+            with waiting(), waiting():
+                await gauge.release.wait()
+
+        started.set()
+        await asyncio.gather(*(wait_one() for _ in range(5)))
+        return envelope.reply(ProsePart(text="fanned"))
+
+    await bus.subscribe("fan", fan_out, concurrency=1, waiting=1)
+    first = asyncio.create_task(bus.request(req("fan"), timeout=WAIT))
+    await started.wait()
+    started.clear()
+    # One waiting handler with five waits used one waiting place: a second request still starts ...
+    second = asyncio.create_task(bus.request(req("fan"), timeout=WAIT))
+    await started.wait()
+    started.clear()
+    # ... but it takes the only working slot (the waiting bound is reached), so a third must queue.
+    third = asyncio.create_task(bus.request(req("fan"), timeout=WAIT))
+    await _settle(bus)
+    assert not started.is_set()
+    gauge.release.set()
+    assert [r.text() for r in await asyncio.gather(first, second, third)] == ["fanned"] * 3
+
+
+async def _settle(bus: Bus) -> None:
+    """Let every delivery the bus can make now happen: a round trip through a fresh echo subscription."""
+    sub = await bus.subscribe("settle-echo", echo)
+    for _ in range(3):
+        await bus.request(req("settle-echo"), timeout=WAIT)
+    await sub.cancel()

@@ -58,7 +58,13 @@ def ecosystem_settings(
         environ={},
         known_mads=set(registry.MADS),
         overrides={
-            "ecosystem": {"data_dir": str(data_dir), "mads": mads or CORE_MADS, **(ecosystem or {})},
+            # One test process hosts many ecosystems in turn: freezing each one's heap would keep them all.
+            "ecosystem": {
+                "data_dir": str(data_dir),
+                "mads": mads or CORE_MADS,
+                "freeze_startup_heap": False,
+                **(ecosystem or {}),
+            },
             "gateway": {"host": "127.0.0.1", "port": 0, **(gateway or {})},
             "fiedler": fiedler_section(llm_base_url),
             **(sections or {}),

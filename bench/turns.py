@@ -142,7 +142,7 @@ async def litellm_side(base_url: str, n: int) -> tuple[float, list[float], int]:
     return await timed(n, one)
 
 
-async def ecosystem_side(base_url: str, n: int, data_dir: Path) -> tuple[float, list[float], int, float]:
+async def ecosystem_side(base_url: str, n: int, data_dir: Path) -> tuple[float, list[float], int, float, float]:
     limits = {
         "rate_per_ip": 1e6,
         "burst_per_ip": 1_000_000,
@@ -169,11 +169,12 @@ async def ecosystem_side(base_url: str, n: int, data_dir: Path) -> tuple[float, 
                             raise RuntimeError(f"{response.status}: {body}")
                         assert body["reply"]["text"]
 
+                before = rss_mb()
                 with Sampler() as memory:
                     wall, latencies, failures = await timed(n, one)
             finally:
                 eco.http = own
-    return wall, latencies, failures, memory.peak
+    return wall, latencies, failures, before, memory.peak
 
 
 async def main(n: int, delay: float) -> None:
@@ -183,9 +184,10 @@ async def main(n: int, delay: float) -> None:
         lite = await litellm_side(base_url, n)
         print(summary("litellm alone", *lite))
         with tempfile.TemporaryDirectory(prefix="bench-turns-") as tmp:
-            wall, latencies, failures, peak = await ecosystem_side(base_url, n, Path(tmp))
+            wall, latencies, failures, before, peak = await ecosystem_side(base_url, n, Path(tmp))
         print(summary("ecosystem", wall, latencies, failures))
-        print(f"ratio (ecosystem wall / litellm wall): {wall / lite[0]:.2f}x; peak RSS during the run: {peak:.0f} MB")
+        print(f"ratio (ecosystem wall / litellm wall): {wall / lite[0]:.2f}x")
+        print(f"RSS of this process (ecosystem + load generator): {before:.0f} MB before the turns, peak {peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ class MadClient:
         if not self.bus.has_room(envelope.recipient):
             # Backpressure made visible: a full mailbox answers at once instead of queueing the person behind it.
             raise ApiError(
-                503, "overloaded", f"{envelope.recipient} has more work queued than it takes; try again", retryable=True
+                503, "backpressure", f"{envelope.recipient} has too much queued work; try again shortly", retryable=True
             )
         try:
             return await self.drain.race(self.bus.request(envelope))

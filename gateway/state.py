@@ -25,6 +25,8 @@ class GatewayState:
     storage: StorageHealth
     sockets: dict[web.WebSocketResponse, Outbox] = field(default_factory=dict)
     """Open stream sockets and their outboxes, so stop can flush and close them."""
+    mads_body: tuple[object, bytes] | None = None
+    """The last ``GET /api/mads`` body and the directory state it shows (rebuilt when that changes)."""
 
 
 STATE_KEY = web.AppKey("gateway_state", GatewayState)

@@ -3,13 +3,22 @@
 Only HMACs of tokens are stored (see :mod:`gateway.auth.tokens`); a token is shown
 once, when it is created. Both the running gateway and the ``tokens`` CLI open the
 file (WAL, busy timeout), so a revocation from the CLI takes effect on the next
-request: every check reads the database.
+request.
+
+Checks are served from memory while the database is unchanged: the store keeps the rows
+it verified, and a second connection watches SQLite's ``PRAGMA data_version``, which
+changes whenever another connection — this store's own writer, the CLI in another
+process — commits. Any commit (a revocation, a new token, a ``last_used_at`` touch)
+empties the cache, so the next check reads the database again. Expiry is checked
+against the clock on every request, cached or not. The watch is a read of SQLite's
+shared-memory WAL index: microseconds, no disk, so it runs on the event loop.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +38,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 BUSY_TIMEOUT_MS = 5000
 AUTH_DB = "auth.db"
 PEPPER_FILE = "token_pepper"
+CACHE_MAX = 10_000
+"""Verified rows kept at most (by token hash and by token id); a full cache starts over."""
 
 _MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -120,6 +131,10 @@ class AuthStore:
         self.clock = clock
         self._db: aiosqlite.Connection | None = None
         self._pepper = b""
+        self._watch: sqlite3.Connection | None = None
+        self._version = -1
+        self._by_hash: dict[str, tuple[str, ...]] = {}
+        self._by_id: dict[str, tuple[str, ...]] = {}
 
     async def open(self) -> None:
         self._pepper = load_pepper(self.pepper_path)
@@ -130,11 +145,38 @@ class AuthStore:
             await db.close()
             raise
         self._db = db
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        self._watch = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        self._version = -1
 
     async def close(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
+        self._forget()
         db, self._db = self._db, None
         if db is not None:
             await db.close()
+
+    def _forget(self) -> None:
+        self._by_hash.clear()
+        self._by_id.clear()
+
+    def _unchanged(self) -> bool:
+        """Whether no connection committed since the cache was last checked (else the cache is emptied)."""
+        if self._watch is None:
+            return False
+        version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            self._version = version
+            self._forget()
+            return False
+        return True
+
+    def _remember(self, cache: dict[str, tuple[str, ...]], key: str, row: tuple[str, ...]) -> None:
+        if len(cache) >= CACHE_MAX:
+            cache.clear()
+        cache[key] = row
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -202,18 +244,27 @@ class AuthStore:
         """The principal a presented token belongs to, or :class:`TokenRejected` with the reason."""
         if not well_formed(token):
             raise TokenRejected("malformed")
-        async with self.db.execute(f"{self._SELECT} WHERE t.hash = ?", (token_hash(self._pepper, token),)) as cursor:
-            row = await cursor.fetchone()
+        digest = token_hash(self._pepper, token)
+        row = self._by_hash.get(digest) if self._unchanged() else None
         if row is None:
-            raise TokenRejected("unknown")
+            async with self.db.execute(f"{self._SELECT} WHERE t.hash = ?", (digest,)) as cursor:
+                found = await cursor.fetchone()
+            if found is None:
+                raise TokenRejected("unknown")  # unknown tokens are not cached: guessing costs a read each time
+            row = tuple(found)
+            self._remember(self._by_hash, digest, row)
         return self._verified(row)
 
     async def still_valid(self, token_id: str) -> Verified:
         """Re-check the token a session was opened with (revocation ends its sessions too)."""
-        async with self.db.execute(f"{self._SELECT} WHERE t.id = ?", (token_id,)) as cursor:
-            row = await cursor.fetchone()
+        row = self._by_id.get(token_id) if self._unchanged() else None
         if row is None:
-            raise TokenRejected("unknown")
+            async with self.db.execute(f"{self._SELECT} WHERE t.id = ?", (token_id,)) as cursor:
+                found = await cursor.fetchone()
+            if found is None:
+                raise TokenRejected("unknown")
+            row = tuple(found)
+            self._remember(self._by_id, token_id, row)
         return self._verified(row)
 
     async def touch(self, token_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from urllib.parse import quote
 
 from aiohttp import web
@@ -64,18 +65,25 @@ async def openapi(request: web.Request) -> web.Response:
 
 @routes.get("/api/mads")
 async def list_mads(request: web.Request) -> web.Response:
-    mads = [
-        MadInfo(
-            name=e.mad,
-            address=e.address,
-            description=str(e.card.get("description", "")),
-            alive=e.alive,
-            process=e.process,
-            tools=list(e.card.get("tools", [])),
-        ).model_dump(mode="json")
-        for e in state_of(request).directory.entries()
-    ]
-    return web.json_response({"mads": mads})
+    """The MADs the directory knows; the body is rebuilt only when an announcement arrived or one went silent."""
+    state = state_of(request)
+    directory = state.directory
+    shown = (directory.version, directory.alive_now())
+    cached = state.mads_body
+    if cached is None or cached[0] != shown:
+        mads = [
+            MadInfo(
+                name=e.mad,
+                address=e.address,
+                description=str(e.card.get("description", "")),
+                alive=e.alive,
+                process=e.process,
+                tools=list(e.card.get("tools", [])),
+            ).model_dump(mode="json")
+            for e in directory.entries()
+        ]
+        cached = state.mads_body = (shown, json.dumps({"mads": mads}).encode())
+    return web.Response(body=cached[1], content_type="application/json", charset="utf-8")
 
 
 @routes.post("/api/conversations")

@@ -116,6 +116,8 @@ class Directory:
         self.expiry = expiry
         self._entries: dict[tuple[str, str], tuple[PresenceAnnouncement, float]] = {}
         """(address, process) → the instance's last announcement and when it was heard (monotonic)."""
+        self.version = 0
+        """Bumped on every announcement taken in: with :meth:`alive_now`, what a view of the entries depends on."""
         self._sub: Subscription | None = None
         self._changed = asyncio.Event()
 
@@ -135,13 +137,20 @@ class Directory:
             key = (announcement.address, announcement.process)
             if announcement.status == "down":
                 self._entries.pop(key, None)
+                self.version += 1
                 continue
             now = time.monotonic()
             for other in [k for k in self._instances(announcement.address) if k != key]:
                 if now - self._entries[other][1] > self.expiry:
                     del self._entries[other]  # silent (crashed) while this instance serves the MAD
             self._entries[key] = (announcement, now)
+            self.version += 1
         self._changed.set()
+
+    def alive_now(self) -> tuple[bool, ...]:
+        """Which instances are alive now, in :meth:`entries` order (cheap: no records are built)."""
+        now = time.monotonic()
+        return tuple(now - seen <= self.expiry for _, (_, seen) in sorted(self._entries.items()))
 
     def _instances(self, address: str) -> list[tuple[str, str]]:
         return [key for key in self._entries if key[0] == address]

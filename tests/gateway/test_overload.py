@@ -16,7 +16,7 @@ from tests.support.waiting import eventually
 ALICE = Principal(kind="user", name="alice")
 
 
-async def test_a_full_mailbox_answers_503_overloaded_and_the_queued_work_still_completes() -> None:
+async def test_a_full_mailbox_answers_503_backpressure_and_the_queued_work_still_completes() -> None:
     bus = InMemoryBus()
     await bus.start()
     release = asyncio.Event()
@@ -40,7 +40,7 @@ async def test_a_full_mailbox_answers_503_overloaded_and_the_queued_work_still_c
         with pytest.raises(ApiError) as refused:
             await client.send(message("one too many"))
         assert refused.value.status == 503
-        assert refused.value.info.code == "overloaded"
+        assert refused.value.info.code == "backpressure"
         assert refused.value.info.retryable
         assert GRACE in refused.value.info.message
         release.set()

@@ -333,6 +333,15 @@ class Bus(ABC):
         """
         return True
 
+    def has_listeners(self, address: str) -> bool:
+        """Whether anyone subscribes to ``address`` now (a hint: it may change a moment later).
+
+        The Imperator asks for a streamed LLM answer only if someone listens on the conversation's
+        stream topic: streaming costs the LLM client several times the CPU of one answer. Transports
+        that cannot tell cheaply (subscribers in other processes) always say yes.
+        """
+        return True
+
     def add_gate(self, gate: Gate) -> None:
         self.rules.gates.append(gate)
 

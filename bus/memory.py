@@ -104,10 +104,12 @@ class _MemorySubscription(Subscription):
         bus, spec, slots = self.bus, self.spec, self.slots
         get, task_done, stats = self.queue.get, self.queue.task_done, bus._stats
         concurrency, workers = spec.concurrency, self.workers
+        # One claim per worker, set once in the worker's own context: a handler's waits (and those of
+        # tasks it starts) count against it; they balance, so it is back at depth 0 between envelopes.
+        CURRENT_DELIVERY.set(Delivery(slots))
         while True:
             item = await get()
             self.busy += 1
-            token = CURRENT_DELIVERY.set(Delivery(slots))
             try:
                 reply = await run_handler(spec, item, stats, bus.rules)
                 if reply is not None and not bus._publish_nowait(reply):
@@ -115,7 +117,6 @@ class _MemorySubscription(Subscription):
             except Exception:
                 log.exception("bus worker for %s failed", spec.pattern)
             finally:
-                CURRENT_DELIVERY.reset(token)
                 self.busy -= 1
                 task_done()
             if len(workers) - slots.parked > concurrency:
@@ -292,6 +293,10 @@ class InMemoryBus(Bus):
             groups.setdefault(sub.spec.group, []).append(sub)
         turn = next(self._rr)
         return [members[turn % len(members)] for members in groups.values()]
+
+    def has_listeners(self, address: str) -> bool:
+        """A subscription (exact or glob) takes messages to ``address``; wiretaps do not count."""
+        return bool(self._exact.get(address)) or any(s.spec.matches(address) for s in self._patterns)
 
     def has_room(self, address: str) -> bool:
         """No mailbox that a message to ``address`` would go to is full."""

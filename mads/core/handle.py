@@ -72,6 +72,9 @@ class MadBus:
     async def wiretap_batches(self, observer: BatchObserver, **options: Any) -> Subscription:
         return await self.bus.wiretap_batches(observer, **options)
 
+    def has_listeners(self, address: str) -> bool:
+        return self.bus.has_listeners(address)
+
     def add_gate(self, gate: Gate) -> None:
         self.bus.add_gate(gate)
 

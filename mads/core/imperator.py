@@ -233,7 +233,9 @@ class Imperator:
         arguments: dict[str, JsonValue] = {"messages": messages, "role": self.settings.role}
         if tools:
             arguments["tools"] = [t.openai_function() for t in tools.values()]
-        if self._topic:
+        if self._topic and self.mad.bus.has_listeners(self._topic):
+            # Streamed only for someone watching the conversation (a chat page's socket): a streamed
+            # answer costs the LLM client several times the CPU of a whole one, and nobody else reads deltas.
             arguments["stream"] = True
         remaining = envelope.remaining()
         timeout = self.settings.llm_timeout if remaining is None else min(remaining, self.settings.llm_timeout)

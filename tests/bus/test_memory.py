@@ -116,3 +116,23 @@ async def test_answered_requests_do_not_pile_up_in_the_deadline_heap() -> None:
     assert len(bus._deadlines) <= 1025, "finished requests are compacted out of the heap"
     await bus.close()
     assert not bus._deadlines and bus._sweeper is None
+
+
+async def test_has_listeners_counts_subscriptions_not_wiretaps() -> None:
+    bus = InMemoryBus()
+    await bus.start()
+    try:
+
+        async def nothing(envelope: Envelope) -> None:
+            return None
+
+        await bus.wiretap(nothing)
+        assert not bus.has_listeners("stream.c1")
+        exact = await bus.subscribe("stream.c1", nothing)
+        assert bus.has_listeners("stream.c1") and not bus.has_listeners("stream.c2")
+        await exact.cancel()
+        assert not bus.has_listeners("stream.c1")
+        await bus.subscribe("stream.*", nothing)
+        assert bus.has_listeners("stream.c2")
+    finally:
+        await bus.close()

@@ -7,8 +7,9 @@ The scripted OpenAI-compatible server (``tests/support/llm_server.py``) runs in 
 answering every chat request after ``--delay`` seconds. Two sides, measured in this process one
 after the other against that same server:
 
-* **litellm alone**: ``--n`` concurrent streamed ``litellm.acompletion`` calls (as Fiedler makes
-  them for an Imperator) — the floor: the same LLM wait, the same client library, nothing else.
+* **litellm alone**: ``--n`` concurrent ``litellm.acompletion`` calls, not streamed (nobody watches
+  these conversations, so Fiedler does not stream either) — the floor: the same LLM wait, the same
+  client library, nothing else.
 * **the ecosystem**: the real ecosystem (Rogers, Fiedler, Grace, gateway; in-memory bus) started
   in this process, one conversation per turn created beforehand, then ``--n`` concurrent
   ``POST /api/conversations/{id}/messages`` over loopback HTTP, each answered by Grace's Imperator
@@ -38,7 +39,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from tests.support.ecosystem import ecosystem_settings, running
+from tests.support.ecosystem import ecosystem_settings, fiedler_section, running
 from tests.support.waiting import eventually
 
 SERVER = """
@@ -124,19 +125,19 @@ async def timed(n: int, one: object) -> tuple[float, list[float], int]:
 async def litellm_side(base_url: str, n: int) -> tuple[float, list[float], int]:
     import litellm
 
+    pricing = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}  # the same prices as the ecosystem's
+
     async def one(i: int) -> None:
-        # Streamed with usage, as Fiedler asks for an Imperator's answer (its deltas go to the chat).
-        stream = await litellm.acompletion(
+        # Not streamed: nobody watches these conversations, so Fiedler asks for whole answers too.
+        response = await litellm.acompletion(
             model="openai/scripted",
             api_base=base_url,
             api_key="bench",
             messages=[{"role": "user", "content": f"question {i}"}],
             timeout=120,
-            stream=True,
-            stream_options={"include_usage": True},
+            **pricing,
         )
-        text = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
-        assert "".join(text)
+        assert response.choices[0].message.content
 
     await one(-1)  # warm-up: litellm's first call loads its providers
     return await timed(n, one)
@@ -149,7 +150,12 @@ async def ecosystem_side(base_url: str, n: int, data_dir: Path) -> tuple[float, 
         "rate_per_principal": 1e6,
         "burst_per_principal": 1_000_000,
     }
-    settings = ecosystem_settings(data_dir, base_url, gateway=limits, ecosystem={"freeze_startup_heap": True})
+    # The scripted model is free and says so, as a deployment of a local model would ([[fiedler.models]] prices).
+    fiedler = fiedler_section(base_url)
+    fiedler["models"][0].update(input_cost_per_token=0.0, output_cost_per_token=0.0)
+    settings = ecosystem_settings(
+        data_dir, base_url, gateway=limits, ecosystem={"freeze_startup_heap": True}, sections={"fiedler": fiedler}
+    )
     async with running(settings) as eco:
         connector = aiohttp.TCPConnector(limit=0)
         fiedler = eco.host.mads["fiedler"]

@@ -274,6 +274,11 @@ class LLMClient:
             params["api_key"] = key
         elif spec.api_base:
             params["api_key"] = LOCAL_PLACEHOLDER_KEY
+        if spec.input_cost_per_token is not None or spec.output_cost_per_token is not None:
+            # Configured prices go to litellm too: without them it searches its cost map for a model it does
+            # not know on every call (a third of a call's CPU for a local model), only to compute zero.
+            params["input_cost_per_token"] = spec.input_cost_per_token or 0.0
+            params["output_cost_per_token"] = spec.output_cost_per_token or 0.0
         return {"model_name": spec.name, "litellm_params": params, "model_info": {"id": spec.name}}
 
     def _answered_by(self, response: Any, chain: list[ModelSpec]) -> ModelSpec:

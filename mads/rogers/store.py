@@ -467,11 +467,18 @@ class ConversationStore:
             return [(int(seq), str(checksum)) for seq, checksum in await cursor.fetchall()]
 
     async def stored_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are stored (committed and visible to readers)."""
+        """Which of ``ids`` are stored (committed).
+
+        Asked on the writer, between writes: the reader connection may be inside another handler's
+        statement (aiosqlite steps a query and fetches it in separate calls), whose read transaction
+        still shows the database as it was before the latest commit — a message just committed would
+        look missing, and a durable message would be answered ``storage_unavailable``.
+        """
         if not ids:
             return set()
         marks = ",".join("?" * len(ids))
-        async with self.reader.execute(f"SELECT id FROM messages WHERE id IN ({marks})", list(ids)) as cursor:
+        sql = f"SELECT id FROM messages WHERE id IN ({marks})"
+        async with self._write_lock, self.writer.execute(sql, list(ids)) as cursor:
             return {row[0] for row in await cursor.fetchall()}
 
     async def integrity_check(self) -> str:

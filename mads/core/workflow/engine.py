@@ -33,7 +33,14 @@ from mads.core.workflow.definition import OUTCOME, TransitionSpec, WorkflowDefin
 from mads.core.workflow.log import Entry, RunLog, RunRecord
 
 FailureCode = Literal[
-    "output_invalid", "budget_exceeded", "guard_refused", "invalid_transition", "timeout", "cancelled", "unknown_run"
+    "output_invalid",
+    "budget_exceeded",
+    "guard_refused",
+    "invalid_transition",
+    "hook_failed",
+    "timeout",
+    "cancelled",
+    "unknown_run",
 ]
 
 
@@ -313,7 +320,9 @@ class Engine:
         ctx = StepContext(record, view.state, view.step, outputs=view.outputs, ending=ending["status"])
         for name in record.definition.on_end:
             hook = self.hooks[name]
-            await self._once(record, f"end:{name}", "hook", {"hook": name, "when": "end"}, lambda h=hook: h(ctx))
+            # Every end hook runs even if one fails (its failure is recorded as hook_failed).
+            with contextlib.suppress(WorkflowFailure):
+                await self._once(record, f"end:{name}", "hook", {"hook": name, "when": "end"}, lambda h=hook: h(ctx))
         kind = {"finished": "run_finished", "failed": "run_failed", "cancelled": "run_cancelled"}[ending["status"]]
         await self._append(record, kind, ending, state=view.state, key="ended")
         return self._outcome(record, fold(record, await self.log.entries(record.id)))
@@ -518,7 +527,14 @@ class Engine:
         recorded = await self.log.recorded(record.id, key)
         if recorded is not None:
             return recorded.payload["result"]
-        result = await work()
+        try:
+            result = await work()
+        except (WorkflowFailure, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a hook or guard that fails fails the step, typed; end hooks still run
+            name = meta.get("hook") or meta.get("guard")
+            await self._append(record, "hook_failed", {**meta, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            raise WorkflowFailure("hook_failed", f"{kind} {name}: {type(exc).__name__}: {exc}"[:2000]) from exc
         await self._append(record, kind, {**meta, "result": result}, key=key)
         return result
 

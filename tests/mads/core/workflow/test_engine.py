@@ -224,3 +224,21 @@ async def test_a_restarted_engine_reuses_recorded_results_instead_of_redoing_the
     assert outcome.state == "done"
     assert [r.state for r in roles.requests] == ["code"]
     assert bindings.effects.count("record:plan:0") == 1
+
+
+async def test_a_failing_hook_fails_the_run_typed_and_the_end_hooks_still_run(run_log: RunLog) -> None:
+    bindings = Bindings()
+
+    async def broken(ctx: StepContext) -> None:
+        raise OSError("disk full")
+
+    engine = Engine(
+        run_log,
+        Script({"outcome": "planned"}),
+        guards={"checked": bindings.checked},
+        hooks={"record": broken, "release": bindings.release},
+    )
+    outcome = await engine.run(await engine.start(pipeline(), principal=ALICE, subject="s"))
+    assert (outcome.status, outcome.code) == ("failed", "hook_failed")
+    assert "OSError: disk full" in outcome.message
+    assert bindings.endings == ["failed"]

@@ -99,6 +99,8 @@ class StepContext:
     transition: TransitionSpec | None = None
     ending: str | None = None
     """For ``on_end`` hooks: finished, failed or cancelled."""
+    ending_message: str = ""
+    """For ``on_end`` hooks: why the run failed (the typed failure's message)."""
 
 
 RoleRunner = Callable[[RoleRequest], Awaitable[RoleReply]]
@@ -317,7 +319,14 @@ class Engine:
         await self._end(record, view, view.ending.payload if view.ending else ending)
 
     async def _end(self, record: RunRecord, view: RunView, ending: dict[str, Any]) -> RunOutcome:
-        ctx = StepContext(record, view.state, view.step, outputs=view.outputs, ending=ending["status"])
+        ctx = StepContext(
+            record,
+            view.state,
+            view.step,
+            outputs=view.outputs,
+            ending=ending["status"],
+            ending_message=str(ending.get("message") or ""),
+        )
         for name in record.definition.on_end:
             hook = self.hooks[name]
             # Every end hook runs even if one fails (its failure is recorded as hook_failed).

@@ -11,6 +11,7 @@ attempt is given.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -190,6 +191,8 @@ class Board:
 
     def __init__(self, db: aiosqlite.Connection, wip_limits: dict[str, int]) -> None:
         self.db = db
+        self._lock = asyncio.Lock()
+        # One connection: its transactions must not interleave between coroutines.
         self.wip_limits = dict(wip_limits)
 
     @classmethod
@@ -216,7 +219,7 @@ class Board:
         now = time.time()
         story_id = f"s-{new_id()[-10:].lower()}"
         ids = {t.key: f"{story_id}-{t.key}" for t in spec.tasks}
-        async with write_transaction(self.db):
+        async with self._lock, write_transaction(self.db):
             await self.db.execute(
                 "INSERT INTO stories (id, title, text, acceptance, project, priority, principal, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -311,7 +314,7 @@ class Board:
     async def move(self, task_id: str, to: Column, *, reason: str = "", attempt: int | None = None) -> Task:
         """Move a task along :data:`MOVES`, within the target column's WIP limit."""
         now = time.time()
-        async with write_transaction(self.db):
+        async with self._lock, write_transaction(self.db):
             task = await self.task(task_id)
             if to not in MOVES[task.column]:
                 raise BoardError("invalid_move", f"{task_id}: {task.column} -> {to} is not a board move")
@@ -340,15 +343,24 @@ class Board:
         moved: list[Task] = []
         for task in await self.tasks(column="backlog"):
             columns = [(await self.task(dep)).column for dep in task.depends_on]
+            to: Column | None = None
             if "failed" in columns:
-                moved.append(await self.move(task.id, "failed", reason="a dependency failed"))
+                to = "failed"
             elif all(c == "done" for c in columns):
-                moved.append(await self.move(task.id, "ready", reason="dependencies done"))
+                to = "ready"
+            if to is None:
+                continue
+            try:
+                moved.append(
+                    await self.move(task.id, to, reason="dependencies " + ("failed" if to == "failed" else "done"))
+                )
+            except BoardError:
+                continue  # a concurrent promote moved it first
         return moved
 
     async def record(self, task_id: str, attempt: int, kind: str, payload: dict[str, JsonValue]) -> None:
         """Add an attempt's outcome to the task's trail (test output, errors, reviewer remarks)."""
-        async with write_transaction(self.db):
+        async with self._lock, write_transaction(self.db):
             await self._trail(task_id, attempt, kind, payload, time.time())
 
     async def trail(self, task_id: str) -> list[dict[str, Any]]:

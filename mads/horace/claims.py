@@ -10,6 +10,7 @@ as released by ``timeout``. Claims are released by holder or by group with a rea
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -69,6 +70,8 @@ class Claim(BaseModel):
 class ClaimStore:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        self._lock = asyncio.Lock()
+        # One connection: its transactions must not interleave between coroutines.
 
     @classmethod
     async def open(cls, path: Path) -> ClaimStore:
@@ -95,7 +98,7 @@ class ClaimStore:
         """Claim ``path`` for ``holder`` (renewing its own claim), or raise :class:`ClaimConflict`."""
         group = group or holder
         now = time.time()
-        async with write_transaction(self.db):
+        async with self._lock, write_transaction(self.db):
             await self._expire(now)
             async with self.db.execute(
                 "SELECT id, holder, grp FROM claims WHERE project = ? AND path = ? AND released_at IS NULL",
@@ -128,7 +131,7 @@ class ClaimStore:
         if (holder is None) == (group is None):
             raise ValueError("release by holder or by group, exactly one")
         column, value = ("holder", holder) if holder is not None else ("grp", group)
-        async with write_transaction(self.db):
+        async with self._lock, write_transaction(self.db):
             cursor = await self.db.execute(
                 f"UPDATE claims SET released_at = ?, release_reason = ? WHERE {column} = ? AND released_at IS NULL",
                 (time.time(), reason, value),
@@ -137,7 +140,7 @@ class ClaimStore:
 
     async def expire(self) -> int:
         """Release expired claims (reason ``timeout``); returns how many."""
-        async with write_transaction(self.db):
+        async with self._lock, write_transaction(self.db):
             return await self._expire(time.time())
 
     async def active(self, project: str | None = None) -> list[Claim]:

@@ -58,6 +58,8 @@ def _env() -> dict[str, str]:
 
 
 async def git(cwd: Path, *args: str, check: bool = True) -> Done:
+    if not await asyncio.to_thread(cwd.is_dir):
+        raise GitError("no_branch", f"{cwd.name}: no such worktree (the branch was discarded)")
     process = await asyncio.create_subprocess_exec(
         "git",
         "-c",

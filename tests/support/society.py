@@ -76,6 +76,10 @@ class SocietyLLM:
     hang_seconds: float = 0.0
     faults: Counter[str] = field(default_factory=Counter)
     roles: Counter[str] = field(default_factory=Counter)
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    hold: tuple[str, str] | None = None
+    """(role, task key) whose first request is never answered (the crash test kills the process meanwhile)."""
+    held: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -87,6 +91,10 @@ class SocietyLLM:
         key = KEYS.get(match["title"].strip(), "parse") if match else "parse"
         role = "engineer" if "The engineer" in str(system) else "reviewer" if "The reviewer" in str(system) else "?"
         self.roles[role] += 1
+        self.calls[(role, key)] += 1
+        if self.hold == (role, key) and not self.held:
+            self.held.append(request)
+            return Hang()
         if request.messages[-1].get("role") == "tool":
             # The Imperator corrected a bad tool call: answer properly now.
             return Reply(text=self.answer(role, key))

@@ -9,6 +9,7 @@ avoids repeating completed side effects. Keys are unique per run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -98,6 +99,8 @@ class RunLog:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
+        self._lock = asyncio.Lock()
+        # One connection: its transactions must not interleave between coroutines.
 
     @classmethod
     async def open(cls, path: Path) -> RunLog:
@@ -116,7 +119,7 @@ class RunLog:
         self, run_id: str, definition: WorkflowDefinition, principal: Principal, subject: str, data: dict[str, Any]
     ) -> RunRecord:
         created = _now()
-        async with write_transaction(self.db):
+        async with self._lock, write_transaction(self.db):
             await self.db.execute(
                 "INSERT INTO runs (id, workflow, version, definition, principal, subject, data, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -138,7 +141,7 @@ class RunLog:
     ) -> Entry:
         """Append one entry; a second entry with the same ``key`` raises ``sqlite3.IntegrityError``."""
         at = _now()
-        async with write_transaction(self.db):
+        async with self._lock, write_transaction(self.db):
             async with self.db.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM entries WHERE run_id = ?", (run_id,)
             ) as cur:

@@ -158,3 +158,15 @@ async def test_the_board_view_shows_a_person_only_their_stories(board: Board) ->
 async def test_unknown_wip_columns_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="wip_limits: unknown column"):
         await Board.open(tmp_path / "b.db", {"doing": 1})
+
+
+async def test_concurrent_promotions_move_each_task_once(board: Board) -> None:
+    import asyncio
+
+    filed = await board.file_story(story(), ALICE)
+    await board.move(f"{filed.id}-parse", "in_progress")
+    await board.move(f"{filed.id}-parse", "review")
+    await board.move(f"{filed.id}-parse", "done")
+    results = await asyncio.gather(*(board.promote() for _ in range(4)))
+    assert sum(len(r) for r in results) == 1
+    assert (await board.task(f"{filed.id}-sum")).column == "ready"

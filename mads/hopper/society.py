@@ -36,7 +36,7 @@ from mads.core.workflow import (
     RunRecord,
     StepContext,
 )
-from mads.hopper.board import Board, Column, StorySpec, WipLimitReached
+from mads.hopper.board import Board, BoardError, Column, StorySpec, WipLimitReached
 from mads.hopper.roles import prompt, route
 from mads.hopper.verdict import run_verdict
 from mads.hopper.workflows import TASK
@@ -85,6 +85,7 @@ class Society:
         self._changed = asyncio.Condition()
         self._scheduler: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[Any]] = {}
+        self._task_runs: dict[str, str] = {}
         self.counters: Counter[str] = Counter()
         self.per_story: dict[str, Counter[str]] = defaultdict(Counter)
 
@@ -131,7 +132,7 @@ class Society:
             record = await self.log.run(run_id)
             if record is not None:
                 live.add(record.subject)
-                self._launch(run_id, record.principal)
+                self._launch(run_id, record.principal, record.subject)
         for column in ("in_progress", "review"):
             for task in await self.board.tasks(column=column):
                 if task.id not in live:
@@ -155,6 +156,7 @@ class Society:
         while True:
             self._wake.clear()
             try:
+                await self._unstick()
                 await self.board.promote()
                 for task in await self.board.ready_queue():
                     try:
@@ -178,13 +180,28 @@ class Society:
                         },
                     )
                     await self.board.record(task.id, started.attempts, "attempt_started", {"run_id": run_id})
-                    self._launch(run_id, story.principal)
+                    self._launch(run_id, story.principal, task.id)
             except Exception:
                 log.exception("society scheduler pass failed")
             await self._wake.wait()
 
-    def _launch(self, run_id: str, principal: Principal) -> None:
+    async def _unstick(self) -> None:
+        """A task in progress or in review whose run has ended without settling it (its settle hook failed)
+        goes back to ready, or fails once its attempts are spent: no task waits for a run that is gone."""
+        assert self.board is not None
+        for column in ("in_progress", "review"):
+            for task in await self.board.tasks(column=column):
+                run = self._running.get(self._task_runs.get(task.id, ""))
+                if run is not None and not run.done():
+                    continue
+                retry = task.attempts < self.config.max_attempts
+                with contextlib.suppress(BoardError):
+                    await self.board.move(task.id, "ready" if retry else "failed", reason="its run ended unsettled")
+                    await self._notify()
+
+    def _launch(self, run_id: str, principal: Principal, task_id: str) -> None:
         assert self.engine is not None
+        self._task_runs[task_id] = run_id
         if run_id in self._running and not self._running[run_id].done():
             return
         # The run's task inherits the story's principal: every request it makes is that person's work.

@@ -5,17 +5,18 @@ The verdict must not be forgeable by the code under test, which runs in the same
 
 1. Before any guest code is imported, an audit hook is installed. Its closure holds the only copy
    of the per-run key (as SHA-256 states, from ``/input/verdict.key``, which it then refuses to
-   let anyone open again) and the reports it has been handed. The hook function is referenced by
-   the interpreter alone: it cannot be enumerated, and the introspection that could find it or
+   let anyone open again) and a one-time token it hands back to the driver. The hook function is
+   referenced by the interpreter alone (hooks cannot be enumerated), and every way to reach it or
    any frame (``gc.get_objects``/``get_referrers``/``get_referents``, ``sys._getframe``,
    ``sys._current_frames``, ``tb_frame``/``gi_frame``/``cr_frame``/``ag_frame``, ``settrace``,
-   ``setprofile``, executing the driver's own code again) is refused while the suite runs.
-2. The driver snapshots unittest's classes and modules and the builtins, loads and runs the
-   suite with its own result class, re-checks the snapshot after every test and at the end, and
-   hands one report to the hook (``sys.audit("hopper.verdict", report)``).
-3. The hook signs only at interpreter finalisation (``cpython.PyInterpreterState_Clear``): the
-   reports it received, counted, HMAC-SHA256 with the key, written straight to fd 1. Exiting
-   early (``os._exit``) means no signature; a second report (a guest's) means a count of two.
+   ``setprofile``, executing the driver's own code again) is refused while the suite runs, so the
+   token in the driver's frame is out of the guest's reach too.
+2. The driver snapshots unittest's modules and classes, its own result class and the builtins,
+   loads and runs the suite with its own result class, compares the snapshot at the end, and hands
+   one report with the token to the hook (``sys.audit("hopper.verdict", token, report)``).
+3. The hook signs the first report carrying the token (HMAC-SHA256 with the key), writes it
+   straight to fd 1, and signs nothing else. Exiting early (``os._exit``) means no signed line;
+   a line a guest prints itself does not verify.
 
 The host accepts exactly one signed line carrying exactly one report, in which every expected
 test (found by the host in the test source) passed and nothing was tampered with.
@@ -34,13 +35,12 @@ def _install(key_path, marker):
     inner = sha256(bytes(b ^ 0x36 for b in key))
     outer = sha256(bytes(b ^ 0x5C for b in key))
     del key
-    reports = []
+    token = os.urandom(32).hex()
     signed_once = []
     write = os.write
-    length = len
     join = "".join
-    main_code = sys.modules["__main__"].__dict__["_main"].__code__
-    install_code = _install.__code__
+    main_code = sys._getframe(1).f_code
+    install_code = sys._getframe(0).f_code
     blocked = frozenset(
         {
             "gc.get_objects",
@@ -58,7 +58,16 @@ def _install(key_path, marker):
 
     def hook(event, args):
         if event == "hopper.verdict":
-            reports.append(args[0] if length(args) == 1 and type(args[0]) is str else "!malformed")
+            # Signed at once, once, and only for the holder of the token (the driver's frame, unreachable).
+            if signed_once or len(args) != 2 or args[0] != token or type(args[1]) is not str:
+                return
+            signed_once.append(True)
+            body = args[1]
+            mac = inner.copy()
+            mac.update(body.encode())
+            signature = outer.copy()
+            signature.update(mac.digest())
+            write(1, join(["\n", marker, signature.hexdigest(), ":", body.encode().hex(), "\n"]).encode())
         elif event in blocked:
             raise RuntimeError(f"{event} is not available while tests run")
         elif event == "object.__getattr__" and args[1] in frame_attributes:
@@ -71,19 +80,9 @@ def _install(key_path, marker):
             raise RuntimeError("the test driver cannot be re-run")
         elif event == "import" and type(args[0]) is str and "interpreters" in args[0]:
             raise ImportError("subinterpreters are not available while tests run")
-        elif event == "cpython.PyInterpreterState_Clear" and not signed_once:
-            signed_once.append(True)
-            body = "%d\x1f%s" % (length(reports), "\x1e".join(reports))
-            mac = inner.copy()
-            mac.update(body.encode())
-            signed = outer.copy()
-            signed.update(mac.digest())
-            write(
-                1,
-                join(["\n", marker, signed.hexdigest(), ":", body.encode().hex(), "\n"]).encode(),
-            )
 
     sys.addaudithook(hook)
+    return token
 
 
 def _main():
@@ -97,7 +96,7 @@ def _main():
     import unittest.runner
     import unittest.suite
 
-    _install("/input/verdict.key", "@@hopper-verdict@@")
+    token = _install("/input/verdict.key", "@@hopper-verdict@@")
     audit = sys.audit
     sys.dont_write_bytecode = True
     sys.path.insert(0, "/input")
@@ -144,12 +143,8 @@ def _main():
             super().addSuccess(test)
             self.passed.append(test.id())
 
-        def stopTest(self, test):
-            super().stopTest(test)
-            if changed(taken):
-                self.tampered = True
-
     taken = snapshot()
+    taken.append((Result.__dict__, tuple((k, ident(v)) for k, v in Result.__dict__.items())))
     result = Result()
     loader = unittest.loader.TestLoader()
     load_error = ""
@@ -181,7 +176,7 @@ def _main():
         ]
     )
     sys.stderr.write("\n".join(problems) + "\n")
-    audit("hopper.verdict", report)
+    audit("hopper.verdict", token, report)
 
 
 _main()

@@ -22,13 +22,13 @@ from tests.deployment.support import Api, EcosystemProcess, create_token, poll
 from tests.support.llm_server import ScriptedLLM
 from tests.support.society import SocietyLLM, story
 from tests.support.waiting import eventually
-from tests.support.wasm_cache import CompiledCache, seed_data_dir
+from tests.support.wasm_cache import CompiledCache
 
 pytestmark = pytest.mark.slow
 WAIT = 240.0
 
 
-def write_society_config(path: Path, data_dir: Path, llm_url: str) -> Path:
+def write_society_config(path: Path, data_dir: Path, llm_url: str, cache_dir: Path) -> Path:
     path.write_text(
         "[ecosystem]\n"
         'bus = "memory"\n'
@@ -39,6 +39,7 @@ def write_society_config(path: Path, data_dir: Path, llm_url: str) -> Path:
         'host = "127.0.0.1"\n'
         "port = 0\n\n"
         "[sandbox]\n"
+        f'cache_dir = "{cache_dir}"\n'
         "maxima = { timeout_s = 30 }\n\n"
         "[fiedler]\n"
         'roles = { imperator = "scripted" }\n'
@@ -78,8 +79,7 @@ async def test_kill_9_mid_story_then_restart_repeats_no_completed_side_effect(
     tmp_path: Path, compiled_cache: CompiledCache, llm_server: ScriptedLLM
 ) -> None:
     data = tmp_path / "data"
-    seed_data_dir(data, compiled_cache)
-    config = write_society_config(tmp_path / "ecosystem.toml", data, llm_server.base_url)
+    config = write_society_config(tmp_path / "ecosystem.toml", data, llm_server.base_url, compiled_cache.path)
     llm = SocietyLLM(hold=("engineer", "total"))
     llm_server.respond_with(llm)
     token = await create_token(config, tmp_path)

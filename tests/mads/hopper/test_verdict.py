@@ -32,7 +32,7 @@ HONEST = "def add(a, b):\n    return a + b\n"
 
 @pytest.fixture
 async def sandbox(compiled_cache: CompiledCache) -> AsyncIterator[Sandbox]:
-    box = Sandbox(compiled_cache.path)
+    box = Sandbox(compiled_cache.path, pool_size=0)
     await box.start()
     try:
         yield box
@@ -115,7 +115,7 @@ WHY = {
     "exits early with success": "SystemExit",
     "exits the process from inside a test": "0 signed verdict lines",
     "patches unittest's assertions": "tampered with",
-    "hands the verdict a report of its own": "2 reports were handed",
+    "hands the verdict a report of its own": "failed",
     "reads the verdict key": "the verdict key is not readable",
     "searches the heap for the key": "gc.get_objects is not available",
     "walks up to the driver's frame": "3 errors",

@@ -51,7 +51,10 @@ async def test_thirty_percent_faulty_llm_over_twenty_stories(faulty: Running, ll
     async def all_ended() -> bool:
         for story_id in ids:
             if statuses.get(story_id, {}).get("story", {}).get("status", "open") == "open":
-                statuses[story_id] = await command(faulty, conversation, "hopper", "show_story", {"story_id": story_id})
+                shown = await poll_command(faulty, conversation, "show_story", {"story_id": story_id})
+                if shown is None:
+                    return False  # a retryable refusal (the store busy under this load): ask again
+                statuses[story_id] = shown
         return all(s["story"]["status"] != "open" for s in statuses.values()) and len(statuses) == len(ids)
 
     await eventually_async(all_ended, timeout=900, what="every story to reach a terminal state")
@@ -106,6 +109,18 @@ async def test_thirty_percent_faulty_llm_over_twenty_stories(faulty: Running, ll
     }
     print("\nSOCIETY FAULT FIGURES " + json.dumps(figures))
     assert sum(llm.faults.values()) > 0 and kinds["validation_failed"] > 0 and kinds["guard_refused"] > 0
+
+
+async def poll_command(eco: Running, conversation: str, tool: str, arguments: dict[str, Any]) -> Any:
+    """A Hopper command for polling: its result, or None when the gateway refused it as retryable (503)."""
+    status, body = await eco.post(
+        f"/api/conversations/{conversation}/messages", {"text": f"/hopper {tool} " + json.dumps(arguments)}
+    )
+    if status == 503 and body.get("error", {}).get("retryable"):
+        return None
+    assert status == 200, body
+    assert body["reply"]["error"] is None, body
+    return body["reply"]["data"][0]
 
 
 async def log_unfinished(data: Path) -> list[str]:

@@ -31,6 +31,10 @@ SECURITY = "events.security"
 """McNamara's enforcement decisions (:class:`SecurityAction`): IP blocks and MAD quarantines."""
 ALERT = "events.alert"
 """A new or repeated security alert (:class:`SecurityAlert`), for Grace's page."""
+CLAIM = "events.claim"
+"""Horace: a file claimed, refused (holder named) or released (with the reason), a branch merged or discarded."""
+WORKFLOW = "events.workflow"
+"""A workflow run's entry: transition, validation failure, guard refusal, test run, end (Hopper's society)."""
 
 
 PARTICIPANTS_MEDIA_TYPE = "application/vnd.mad.participants+json"

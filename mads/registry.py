@@ -19,6 +19,7 @@ MADS: dict[str, str] = {
     "turing": "mads.turing:Turing",
     "fiedler": "mads.fiedler:Fiedler",
     "marco": "mads.marco:Marco",
+    "horace": "mads.horace:Horace",
     "hopper": "mads.hopper:Hopper",
     "playfair": "mads.playfair:Playfair",
     "gates": "mads.gates:Gates",

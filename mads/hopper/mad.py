@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from mads.core import names
 from mads.core.base import MAD, MadContext
+from mads.core.errors import ToolFailure
 from mads.core.tools import Call, Tool, tool
+from mads.hopper.board import BoardError, StorySpec
 from mads.hopper.schemas import RunTestsResult, run_tests_args_model
+from mads.hopper.society import Society, SocietyConfig
 from sandbox import RunResult
 
 if TYPE_CHECKING:
@@ -30,8 +33,27 @@ class NoArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Hopper(MAD):
+class HopperConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    society: SocietyConfig = Field(default_factory=SocietyConfig)
+
+
+class TaskArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(min_length=1, max_length=200)
+
+
+class StoryArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    story_id: str = Field(min_length=1, max_length=200)
+
+
+class Hopper(MAD[HopperConfig]):
     name = names.HOPPER
+    config_model = HopperConfig
     description = "The software engineer: writes Python and runs it (and its tests) in the WASM sandbox."
     role_prompt = (
         "You write and run code. Use run_python to execute Python 3.15 (with numpy, pandas, scipy, matplotlib "
@@ -52,6 +74,63 @@ class Hopper(MAD):
                 return await self.run_tests(call, **args.model_dump())
 
             self.add_tool(Tool.from_model("run_tests", RUN_TESTS_DESCRIPTION, args_model, run_tests))
+
+        self.society = Society(self, self.config.society)
+
+    async def on_start(self) -> None:
+        if self.instance is None:  # the persistent Hopper runs the society; role instances do not
+            await self.society.start()
+
+    async def on_stop(self) -> None:
+        if self.instance is None:
+            await self.society.stop()
+
+    # ---- the development society -------------------------------------------------------------
+
+    @tool(
+        "File a story for the development society: title, text, acceptance criteria, the project (a git "
+        "repository Horace keeps), priority, and its tasks (key, title, description, depends_on, priority, "
+        "tests: the unittest module the task's code must pass). A dependency cycle is refused."
+    )
+    async def file_story(self, args: StorySpec, call: Call) -> dict[str, JsonValue]:
+        return await self.society.file_story(args, call.principal)
+
+    @tool("The board: Kanban columns with their WIP counts and limits, the tasks in each, and your stories.")
+    async def show_board(self, args: NoArgs, call: Call) -> dict[str, JsonValue]:
+        board = self.society.board
+        assert board is not None
+        return await board.view(None if call.principal.is_operator else call.principal)
+
+    @tool("A story's status and its tasks (column, attempts).")
+    async def show_story(self, args: StoryArgs, call: Call) -> dict[str, JsonValue]:
+        board = self.society.board
+        assert board is not None
+        story = await board.story(args.story_id)
+        if story is None or not self._may_see(story.principal, call):
+            raise ToolFailure("not_found", f"no story {args.story_id!r}")
+        tasks = [t.model_dump(mode="json", exclude={"tests"}) for t in await board.tasks(story.id)]
+        return {"story": story.model_dump(mode="json"), "tasks": tasks}
+
+    @tool("A task's trail: every move, attempt, test run, review and failure, and its runs' steps.")
+    async def show_trail(self, args: TaskArgs, call: Call) -> dict[str, JsonValue]:
+        board = self.society.board
+        assert board is not None
+        try:
+            task = await board.task(args.task_id)
+        except BoardError:
+            raise ToolFailure("not_found", f"no task {args.task_id!r}") from None
+        story = await board.story(task.story_id)
+        if story is None or not self._may_see(story.principal, call):
+            raise ToolFailure("not_found", f"no task {args.task_id!r}")
+        return {"task": task.model_dump(mode="json"), "trail": await self.society.trail(task.id)}
+
+    @tool("Society metrics: WIP per column, lead time per story, counters, LLM calls and cost per story.")
+    async def society_metrics(self, args: NoArgs) -> dict[str, JsonValue]:
+        return await self.society.metrics()
+
+    @staticmethod
+    def _may_see(owner: object, call: Call) -> bool:
+        return call.principal.is_operator or owner == call.principal
 
     @property
     def capability(self) -> SandboxCapability | None:

@@ -101,6 +101,11 @@ class McNamara(MAD[McNamaraConfig]):
         self.store = SecurityStore(self.data_dir / SECURITY_DB)
         self.health = HealthTracker(f"{self.name}/{AUDIT_DB}", self.data_dir / AUDIT_DB)
         """The trail's store as /healthz shows it: unwritable from a failed append until one succeeds."""
+        # McNamara's own events (alerts, enforcement) go out through an outbox drained by a task of its own:
+        # published from the audit handler, they would wait for room in that handler's own mailbox (events.*)
+        # and, under load, deadlock every publisher of events.*.
+        self._outbox: asyncio.Queue[tuple[str, JsonValue]] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
         self.rules = RulesEngine(self.config.rules)
         self.mapper = EventMapper(
             unaudited_tools=self.config.unaudited_tools,
@@ -133,6 +138,7 @@ class McNamara(MAD[McNamaraConfig]):
             self._quarantine_gate.quarantine(entry.mad)
         await self._restore_cooldowns(now)
         self.bus.add_gate(self._quarantine_gate)
+        self._sender = asyncio.create_task(self._send_outbox(), name="mcnamara-outbox")
         self._events = await self.bus.subscribe(
             EVENTS_PATTERN, self._consume, group=f"{self.name}:audit", concurrency=1
         )
@@ -141,6 +147,11 @@ class McNamara(MAD[McNamaraConfig]):
         if self._events is not None:
             await self._events.cancel()
             self._events = None
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
         self.bus.remove_gate(self._quarantine_gate)
         await self.store.close()
         await self.trail.close()
@@ -228,6 +239,14 @@ class McNamara(MAD[McNamaraConfig]):
         await self.store.put_quarantine(Quarantined(mad=verdict.subject, since=now, reason=verdict.message))
         await self._announce(SecurityAction(action="quarantine", mad=verdict.subject, reason=verdict.message))
 
+    async def _send_outbox(self) -> None:
+        while True:
+            topic, value = await self._outbox.get()
+            try:
+                await self.emit(topic, value)
+            except Exception:
+                log.exception("mcnamara could not publish %s", topic)
+
     async def _announce(self, action: SecurityAction, actor: str | None = None) -> None:
         """Audit an enforcement decision, then tell every process about it."""
         await self.trail.append(
@@ -239,7 +258,7 @@ class McNamara(MAD[McNamaraConfig]):
                 details=action.model_dump(mode="json", exclude_none=True),
             )
         )
-        await self.emit(SECURITY, action.model_dump(mode="json"))
+        self._outbox.put_nowait((SECURITY, action.model_dump(mode="json")))
 
     async def _raise_alert(self, verdict: Verdict, now: datetime, *, repeat: bool) -> None:
         if repeat and await self.store.repeat_alert(verdict.rule, verdict.subject, now) is not None:
@@ -269,7 +288,7 @@ class McNamara(MAD[McNamaraConfig]):
                 },
             )
         )
-        await self.emit(ALERT, alert.model_dump(mode="json"))
+        self._outbox.put_nowait((ALERT, alert.model_dump(mode="json")))
 
     def _active_blocks(self) -> list[BlockedIp]:
         now = self.clock()

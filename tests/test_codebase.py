@@ -9,7 +9,9 @@ built in floors, each importing only from the floors below it:
    names every MAD;
 3. ``mads.<name>`` — one package per MAD, which never imports another MAD;
 4. ``mads.core`` — the runtime every MAD stands on, which imports no MAD;
-5. ``bus`` and ``sandbox`` — infrastructure, which imports nothing above.
+5. ``bus`` and ``sandbox`` — infrastructure, which imports nothing above; ``regeneration`` —
+   infrastructure on the runtime (``mads.core``), which never imports a MAD: a MAD under
+   regeneration is imported only inside the confined process.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from mads import registry
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("bus", "sandbox", "mads", "gateway", "mad_ecosystem")
+PRODUCT = ("bus", "sandbox", "mads", "gateway", "regeneration", "mad_ecosystem")
 MADS = frozenset(registry.MADS)
 
 
@@ -130,6 +132,14 @@ def test_infrastructure_imports_nothing_above_it() -> None:
     offences = _offences(
         "bus/ and sandbox/ serve every MAD and depend on none",
         lambda src, dst: src in ("bus", "sandbox") and dst not in ("bus", "sandbox"),
+    )
+    assert offences == [], "\n".join(offences)
+
+
+def test_regeneration_imports_only_the_runtime_and_infrastructure() -> None:
+    offences = _offences(
+        "regeneration never imports a MAD: LLM-written code is imported only inside the confined process",
+        lambda src, dst: src == "regeneration" and dst not in ("regeneration", "mads.core", "bus", "sandbox"),
     )
     assert offences == [], "\n".join(offences)
 

@@ -173,6 +173,22 @@ def collect_tools(owner: object) -> dict[str, Tool]:
     return tools
 
 
+def declared_tools(cls: type) -> dict[str, Tool]:
+    """Every ``@tool`` method declared on the class ``cls`` (unbound): what a MAD offers, without an instance.
+
+    Tools a MAD builds at run time with :meth:`Tool.from_model` are not among them.
+    """
+    tools: dict[str, Tool] = {}
+    for klass in reversed(cls.__mro__):
+        for value in vars(klass).values():
+            marker = getattr(value, _TOOL_ATTR, None)
+            if marker is None:
+                continue
+            tool_name, description, operator, internal, llm = marker
+            tools[tool_name] = make_tool(tool_name, description, value, operator=operator, internal=internal, llm=llm)
+    return tools
+
+
 def make_tool(
     name: str, description: str, func: ToolFunc, *, operator: bool = False, internal: bool = False, llm: bool = True
 ) -> Tool:

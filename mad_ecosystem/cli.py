@@ -29,7 +29,13 @@ from mads.core.settings import ConfigError, Settings, load_settings, validate_ma
 if TYPE_CHECKING:
     from mad_ecosystem.app import Ecosystem
 
-SUBCOMMAND_MODULES = ["mads.admin.secrets", "mads.admin.audit", "mads.admin.storage", "gateway.cli"]
+SUBCOMMAND_MODULES = [
+    "mads.admin.secrets",
+    "mads.admin.audit",
+    "mads.admin.storage",
+    "gateway.cli",
+    "mad_ecosystem.regenerate",
+]
 """Modules offering ``register(subparsers)``; each adds its own subcommands."""
 
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,22 +147,7 @@ class Host:
             await self._quarantine.follow(self.bus)
         try:
             for name in self.names:
-                mad = self.classes[name](
-                    MadContext(
-                        bus=self.bus,
-                        data_dir=self.data_dir,
-                        config=self.configs[name],
-                        capabilities=self.capabilities,
-                        redactor=self.redactor,
-                    )
-                )
-                if self.sandbox is not None:
-                    self.sandbox.grant(mad)
-                await mad.start()
-                self.mads[name] = mad
-                announcer = PresenceAnnouncer(self.bus, mad.address, mad.name, mad.card(), self.process)
-                await announcer.start()
-                self._announcers.append(announcer)
+                await self._start_mad(name, self.classes[name], self.configs[name])
                 log.info("started %s", name)
             await self._announce_config_changes()
         except BaseException:
@@ -173,6 +160,58 @@ class Host:
         """Once every MAD finished its background start-up (Fiedler loading litellm), freeze the heap."""
         await asyncio.gather(*(mad.ready() for mad in list(self.mads.values())), return_exceptions=True)
         log.debug("start-up heap frozen: %d objects", freeze_startup_heap())
+
+    async def reload(self, name: str) -> MAD:
+        """Replace one running MAD with its class freshly imported from disk; the other MADs keep running.
+
+        The MAD stops taking requests and its in-flight work finishes (its subscription is
+        cancelled), its package's modules are dropped from ``sys.modules`` and imported again,
+        and the new class starts on the same address with the same configuration section. If the
+        new code fails to import or start, the old modules and a new instance of the old class
+        are put back, and the error is raised.
+        """
+        if name not in self.mads:
+            raise KeyError(f"{name} does not run in this process (running: {', '.join(self.mads) or 'none'})")
+        announcer = next(a for a in self._announcers if a.address == self.mads[name].address)
+        await announcer.stop()
+        self._announcers.remove(announcer)
+        await self.mads.pop(name).stop()
+        package = registry.MADS[name].partition(":")[0]
+        old_modules = {m: sys.modules.pop(m) for m in list(sys.modules) if m == package or m.startswith(package + ".")}
+        importlib.invalidate_caches()
+        try:
+            cls = registry.load(name)
+            mad = await self._start_mad(
+                name, cls, validate_mad_section(name, cls.config_model, self.settings.section(name))
+            )
+        except BaseException:
+            for module in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+                del sys.modules[module]
+            sys.modules.update(old_modules)
+            await self._start_mad(name, self.classes[name], self.configs[name])
+            raise
+        self.classes[name] = cls
+        log.info("reloaded %s", name)
+        return mad
+
+    async def _start_mad(self, name: str, cls: type[MAD], config: Any) -> MAD:
+        mad = cls(
+            MadContext(
+                bus=self.bus,
+                data_dir=self.data_dir,
+                config=config,
+                capabilities=self.capabilities,
+                redactor=self.redactor,
+            )
+        )
+        if self.sandbox is not None:
+            self.sandbox.grant(mad)
+        await mad.start()
+        self.mads[name] = mad
+        announcer = PresenceAnnouncer(self.bus, mad.address, mad.name, mad.card(), self.process)
+        await announcer.start()
+        self._announcers.append(announcer)
+        return mad
 
     async def _announce_config_changes(self) -> None:
         """Publish what changed in the configuration since the last start (McNamara audits it)."""

@@ -74,6 +74,8 @@ class WorktreeManager:
         if not _RUN.match(run):
             raise ValueError(f"run: {run!r} must be letters, digits, '-' or '_'")
         base = (await git(self.source, "rev-parse", "HEAD")).strip()
+        if (await git(self.source, "branch", "--list", "regen")).strip():
+            raise ValueError("source: a branch named 'regen' exists, so git cannot create regen/<mad>/<run>; rename it")
         branch = f"regen/{mad}/{run}"
         path = self.root / f"{mad}-{run}"
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)

@@ -122,3 +122,9 @@ async def test_approve_fast_forwards_tags_and_rollback_returns_to_the_previous_v
 def test_worktrees_never_live_around_the_running_tree(ecosystem_source: Path) -> None:
     with pytest.raises(ValueError, match="running tree"):
         WorktreeManager(ecosystem_source, ecosystem_source)
+
+
+async def test_a_branch_named_regen_is_named_as_the_obstacle(manager: WorktreeManager, ecosystem_source: Path) -> None:
+    await git(ecosystem_source, "branch", "regen")
+    with pytest.raises(ValueError, match="a branch named 'regen' exists"):
+        await manager.create("mcnamara", "run5")

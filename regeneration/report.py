@@ -35,7 +35,10 @@ from regeneration.gitrepo import git
 REGISTRY = "mads/registry.py"
 INFRASTRUCTURE = ("bus", "sandbox", "gateway", "regeneration", "mads.core")
 
-Rule = Literal["mad_imports_mad", "infrastructure_imports_mad", "undeclared_file"]
+Rule = Literal["mad_imports_mad", "infrastructure_imports_mad", "undeclared_file", "protected_file"]
+
+GOVERNANCE = (".ci/", "principles/", "regeneration/", "mads/registry.py")
+"""Paths a regeneration may not change even when it declares them: the arbiter and the governance."""
 
 
 class FileChange(BaseModel):
@@ -179,7 +182,15 @@ async def build_report(
             if added:
                 imports_added[change.path] = added
             violations += _import_violations(change.path, module, after, mads)
-        if not _allowed(change.path, mad, declared):
+        if is_protected(change.path):
+            violations.append(
+                Violation(
+                    rule="protected_file",
+                    path=change.path,
+                    detail="the tests' arbiter, the principles and the regeneration are not the change's to edit",
+                )
+            )
+        elif not _allowed(change.path, mad, declared):
             violations.append(
                 Violation(
                     rule="undeclared_file",
@@ -217,6 +228,17 @@ def _parse_name_status(output: str) -> list[FileChange]:
         if len(fields) >= 2:
             changes.append(FileChange(status=fields[0][0], path=fields[-1]))
     return changes
+
+
+def is_protected(path: str) -> bool:
+    """Top-level files (``sitecustomize.py``, ``pytest.ini``, ``pyproject.toml`` …), the test harness outside
+    ``tests/mads/<mad>/`` (the architecture tests, ``conftest.py``, ``support/``), CI, principles, regeneration."""
+    parts = path.split("/")
+    if len(parts) == 1:
+        return True
+    if parts[0] == "tests":
+        return not (len(parts) >= 4 and parts[1] == "mads")
+    return path.startswith(GOVERNANCE)
 
 
 def _allowed(path: str, mad: str, declared: Sequence[str]) -> bool:

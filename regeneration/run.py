@@ -76,8 +76,12 @@ def definition(budget: Budget, max_corrections: int = 1) -> WorkflowDefinition:
     )
 
 
+ARCHITECTURE_TESTS = ("tests/test_codebase.py",)
+"""Run on their own, so nothing the change adds under ``tests/mads/<mad>/`` (a conftest) is loaded with them."""
+
+
 def default_tests(mad: str) -> list[str]:
-    return [f"tests/mads/{mad}", "tests/test_codebase.py"]
+    return [f"tests/mads/{mad}"]
 
 
 @dataclass
@@ -112,6 +116,7 @@ class RunSummary(BaseModel):
     attempts: list[dict[str, JsonValue]]
     report: dict[str, JsonValue] | None
     tests: dict[str, JsonValue] | None
+    architecture_tests: dict[str, JsonValue] | None
     diff: str | None
     diff_hash: str | None
     decision: dict[str, JsonValue] | None
@@ -216,22 +221,24 @@ class Regeneration:
             return GuardVerdict(ok=False, reason=f"principles broken: {broken}", detail=detail)
         if report.schema_error:
             return GuardVerdict(ok=False, reason=f"the MAD does not import: {report.schema_error}", detail=detail)
-        tests = await self.ctx.confinement.run(
-            [self.ctx.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *self.ctx.tests(worktree.mad)],
-            worktree.path,
-            self.ctx.limits,
-            {"PYTHONPATH": str(worktree.path)},
-        )
-        detail["tests"] = {
-            "returncode": tests.returncode,
-            "timed_out": tests.timed_out,
-            "limit": tests.limit,
-            "output": (tests.stdout + tests.stderr)[-OUTPUT_CAP:],
-        }
-        if not tests.ok:
-            why = "timed out" if tests.timed_out else f"exit {tests.returncode}"
-            tail = (tests.stdout + tests.stderr)[-OUTPUT_CAP:]
-            return GuardVerdict(ok=False, reason=f"tests failed ({why}):\n{tail}", detail=detail)
+        for label, paths in (("architecture tests", list(ARCHITECTURE_TESTS)), ("tests", self.ctx.tests(worktree.mad))):
+            tests = await self.ctx.confinement.run(
+                [self.ctx.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *paths],
+                worktree.path,
+                self.ctx.limits,
+                {"PYTHONPATH": str(worktree.path)},
+            )
+            output = (tests.stdout + tests.stderr)[-OUTPUT_CAP:]
+            detail["architecture_tests" if label != "tests" else "tests"] = {
+                "paths": list(paths),
+                "returncode": tests.returncode,
+                "timed_out": tests.timed_out,
+                "limit": tests.limit,
+                "output": output,
+            }
+            if not tests.ok:
+                why = "timed out" if tests.timed_out else f"exit {tests.returncode}"
+                return GuardVerdict(ok=False, reason=f"{label} failed ({why}):\n{output}", detail=detail)
         await git(worktree.path, "clean", "-q", "-fdx")
         return GuardVerdict(ok=True, detail=detail)
 
@@ -296,6 +303,7 @@ class Regeneration:
             attempts=attempts,
             report=last_ok["report"] if last_ok else None,
             tests=last_ok.get("tests") if last_ok else None,
+            architecture_tests=last_ok.get("architecture_tests") if last_ok else None,
             diff=diff,
             diff_hash=last_ok["diff_sha256"] if last_ok else None,
             decision=decision,

@@ -97,19 +97,19 @@ async def test_infrastructure_importing_a_mad_and_undeclared_files_are_refused(
         ecosystem_source,
         {
             "bus/memory.py": memory.replace(FUTURE, FUTURE + "\nimport mads.mcnamara.store  # noqa\n", 1),
-            "README.md": "rewritten\n",
+            "requirements/rogers.md": "rewritten\n",
         },
     )
     report = await build_report(ecosystem_source, "HEAD~1", "mcnamara", confinement)
     assert sorted((v.rule, v.path) for v in report.violations) == [
         ("infrastructure_imports_mad", "bus/memory.py"),
-        ("undeclared_file", "README.md"),
         ("undeclared_file", "bus/memory.py"),
+        ("undeclared_file", "requirements/rogers.md"),
     ]
 
     # Declaring the files lifts that rule only: infrastructure still may not import a MAD.
     declared = await build_report(
-        ecosystem_source, "HEAD~1", "mcnamara", confinement, declared=["README.md", "bus/memory.py"]
+        ecosystem_source, "HEAD~1", "mcnamara", confinement, declared=["requirements/rogers.md", "bus/memory.py"]
     )
     assert [(v.rule, v.path) for v in declared.violations] == [("infrastructure_imports_mad", "bus/memory.py")]
 
@@ -147,4 +147,26 @@ def test_schema_diff_names_each_difference_by_json_pointer() -> None:
         ("/properties/a/type", "changed"),
         ("/properties/b~1c", "removed"),
         ("/properties/d", "added"),
+    ]
+
+
+async def test_the_arbiter_and_the_governance_are_protected_even_when_declared(
+    ecosystem_source: Path, confinement: Confinement
+) -> None:
+    touched = {
+        "tests/test_codebase.py": "def test_nothing() -> None:\n    pass\n",
+        "tests/conftest.py": "",
+        "sitecustomize.py": "import os\n",
+        "principles/security.md": "nothing\n",
+        "regeneration/confinement.py": "",
+        "tests/mads/rogers/test_x.py": "",
+    }
+    await _change(ecosystem_source, touched)
+    report = await build_report(ecosystem_source, "HEAD~1", "mcnamara", confinement, declared=list(touched))
+    assert sorted((v.rule, v.path) for v in report.violations) == [
+        ("protected_file", "principles/security.md"),
+        ("protected_file", "regeneration/confinement.py"),
+        ("protected_file", "sitecustomize.py"),
+        ("protected_file", "tests/conftest.py"),
+        ("protected_file", "tests/test_codebase.py"),
     ]

@@ -44,7 +44,7 @@ GOOD = proposal({"mads/mcnamara/ping.py": PING, "tests/mads/mcnamara/test_ping.p
 
 
 def _tests(mad: str) -> list[str]:
-    return [f"tests/mads/{mad}/test_ping.py", "tests/test_codebase.py"]
+    return [f"tests/mads/{mad}/test_ping.py"]
 
 
 @pytest.fixture
@@ -104,6 +104,8 @@ async def test_a_green_change_waits_for_approval_and_approve_merges_it(
     ]
     assert summary.report["violations"] == []
     assert summary.tests is not None and summary.tests["returncode"] == 0
+    assert summary.architecture_tests is not None and summary.architecture_tests["returncode"] == 0
+    assert summary.architecture_tests["paths"] == ["tests/test_codebase.py"]
     assert "passed" in str(summary.tests["output"])
     assert summary.diff is not None and '+    return "pong"' in summary.diff
     assert summary.diff_hash is not None and len(summary.diff_hash) == 64
@@ -179,6 +181,35 @@ async def test_red_tests_and_broken_principles_go_back_to_the_llm_with_the_reaso
     assert "mad_imports_mad" in third.prompt_text
 
 
+async def test_the_arbiter_cannot_be_edited_or_hidden_by_the_change(
+    regeneration: tuple[Regeneration, RunLog], llm_server: ScriptedLLM
+) -> None:
+    regen, _ = regeneration
+    weakened = proposal(
+        {**json.loads(GOOD.text)["files"], "tests/test_codebase.py": "def test_nothing() -> None:\n    pass\n"},
+        declared=["tests/test_codebase.py"],
+    )
+    hides_everything = "def pytest_collection_modifyitems(config, items):\n    items.clear()\n"
+    hidden = proposal(
+        {
+            "mads/mcnamara/ping.py": "import os\n" + PING,  # an unused import: ruff, in the architecture tests, sees it
+            "tests/mads/mcnamara/test_ping.py": PING_TEST,
+            "tests/mads/mcnamara/conftest.py": hides_everything,
+        }
+    )
+    llm_server.script(weakened, hidden, GOOD)
+
+    run_id = await regen.start(names.MCNAMARA, OPERATOR)
+    outcome = await regen.wait(run_id)
+
+    assert outcome.state == "awaiting_approval", outcome
+    summary = await regen.summary(run_id)
+    assert [a["ok"] for a in summary.attempts] == [False, False, True]
+    assert "protected_file tests/test_codebase.py" in str(summary.attempts[0]["reason"])
+    assert "architecture tests failed" in str(summary.attempts[1]["reason"])
+    assert "F401" in str(summary.attempts[1]["reason"])
+
+
 async def test_network_and_writes_outside_during_the_tests_are_stopped_and_the_budget_ends_the_run(
     regeneration: tuple[Regeneration, RunLog], llm_server: ScriptedLLM, ecosystem_source: Path
 ) -> None:
@@ -193,7 +224,7 @@ async def test_network_and_writes_outside_during_the_tests_are_stopped_and_the_b
     llm_server.script(
         proposal({**files, "tests/mads/mcnamara/test_ping.py": connects}),
         proposal({**files, "tests/mads/mcnamara/test_ping.py": writes}),
-        proposal({**files, "README.md": "mine now\n"}),
+        proposal({**files, "requirements/rogers.md": "mine now\n"}),
     )
     before = await _head(ecosystem_source)
 
@@ -207,7 +238,7 @@ async def test_network_and_writes_outside_during_the_tests_are_stopped_and_the_b
     reasons = [str(a["reason"]) for a in summary.attempts]
     assert "tests failed" in reasons[0] and ("ConnectionRefusedError" in reasons[0] or "OSError" in reasons[0])
     assert "tests failed" in reasons[1] and ("PermissionError" in reasons[1] or "OSError" in reasons[1])
-    assert "README.md" in reasons[2] and "not declared" in reasons[2]
+    assert "requirements/rogers.md" in reasons[2] and "not declared" in reasons[2]
     assert not await asyncio.to_thread(outside.exists)
     assert "budget_exceeded" in str(summary.failure) or "LLM calls" in str(summary.failure)
     # Nothing is left behind and nothing reached the tree.

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from bus.envelope import Principal
 from bus.ids import new_id
-from mads.core import names
 from mads.core.workflow import (
     Budget,
     Engine,
@@ -45,7 +44,7 @@ from regeneration.confinement import Confinement, ConfinementLimits
 from regeneration.gitrepo import git
 from regeneration.pinning import ModelNotPinned, PinnedModel, verify_pinned
 from regeneration.prompt import OUTPUT_SCHEMA, build_messages, prompt_hash
-from regeneration.report import build_report
+from regeneration.report import REGISTRY, build_report, registered_mads
 from regeneration.worktree import ChangeRefused, ProposedChange, RegenWorktree, WorktreeManager
 
 FiedlerCall = Callable[[str, dict[str, JsonValue]], Awaitable[JsonValue]]
@@ -135,8 +134,10 @@ class Regeneration:
 
     async def start(self, mad: str, principal: Principal) -> str:
         """Pin the model, make the worktree, record and drive the run; its id."""
-        if mad not in names_of_mads():
-            raise ValueError(f"mad: unknown MAD {mad!r}")
+        registry_source = await asyncio.to_thread((self.ctx.source / REGISTRY).read_text, encoding="utf-8")
+        known = registered_mads(registry_source)
+        if mad not in known:
+            raise ValueError(f"mad: unknown MAD {mad!r} (known: {', '.join(known)})")
         try:
             registry_entry = verify_pinned(self.ctx.model, _as_dict(await self.ctx.fiedler("models", {})))
         except ModelNotPinned:
@@ -349,19 +350,6 @@ class Regeneration:
         if summary.status != "finished" or summary.state != AWAITING:
             raise DecisionRefused(f"run: {run_id} is {summary.status} in {summary.state}, not awaiting approval")
         return summary
-
-
-def names_of_mads() -> set[str]:
-    return {
-        names.ROGERS,
-        names.MCNAMARA,
-        names.TURING,
-        names.FIEDLER,
-        names.MARCO,
-        names.HORACE,
-        names.HOPPER,
-        names.GRACE,
-    }
 
 
 def _is_prompt_file(path: str, mad: str) -> bool:

@@ -252,6 +252,8 @@ async def test_a_model_that_is_not_exactly_the_pinned_one_is_refused(
     regeneration: tuple[Regeneration, RunLog], ecosystem_source: Path
 ) -> None:
     regen, _ = regeneration
+    with pytest.raises(ValueError, match="unknown MAD 'nosuchmad'"):
+        await regen.start("nosuchmad", OPERATOR)
     regen.ctx.model = PinnedModel(name="scripted", model_id="openai/scripted-v2")
     with pytest.raises(ModelNotPinned, match="not the pinned"):
         await regen.start(names.MCNAMARA, OPERATOR)

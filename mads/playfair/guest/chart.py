@@ -47,6 +47,11 @@ elif kind == "heatmap":
 
     sns.heatmap((frame[ys] if ys else numeric).corr(), annot=True, fmt=".2f", cmap="vlag", center=0, ax=ax)
 
+if x and kind in ("line", "area", "scatter") and pd.api.types.is_integer_dtype(frame[x]):
+    # Years, counts, sample numbers: ticks on whole values only (never "2020.5").
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 if spec.get("title"):
     ax.set_title(spec["title"])
 if spec.get("xlabel"):

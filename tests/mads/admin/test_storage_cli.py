@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 from bus.memory import InMemoryBus
@@ -18,26 +17,12 @@ from mads.core.base import MadContext
 from mads.mcnamara import McNamara
 from mads.rogers import Rogers
 from tests.mads.rogers.support import call, note
+from tests.support.cli import run_cli
 from tests.support.ecosystem import CORE_MADS, Running, ecosystem_settings, running
 from tests.support.llm_server import ScriptedLLM, echo_last_user
 from tests.support.waiting import eventually
 
-ROOT = Path(__file__).resolve().parents[3]
 WRITERS, EACH = 4, 12
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "ecosystem.py"),
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def _history_texts(eco: Running, cid: str) -> list[str]:
@@ -81,7 +66,7 @@ async def test_backup_under_write_load_restores_everything_acknowledged(
         writers = [asyncio.create_task(writer(w)) for w in range(WRITERS)]
         await eventually(lambda: len(acknowledged) >= WRITERS * 2, timeout=60, what="writes under way")
         before_backup = set(acknowledged)
-        code, out, err = await cli("backup", "--data-dir", str(data), "--to", str(backups))
+        code, out, err = await run_cli("backup", "--data-dir", str(data), "--to", str(backups))
         assert code == 0, err
         assert len(acknowledged) > len(before_backup), "the backup must be taken while writes go on"
         backed_up.set()
@@ -93,10 +78,10 @@ async def test_backup_under_write_load_restores_everything_acknowledged(
     assert {"rogers/conversations.db", "mcnamara/audit.db"} <= {f["path"] for f in manifest["files"]}
     assert backup.stat().st_mode & 0o077 == 0
 
-    code, out, err = await cli("restore", str(backup), "--data-dir", str(data))
+    code, out, err = await run_cli("restore", str(backup), "--data-dir", str(data))
     assert code == 0, err
     assert "moved aside" in out
-    code, out, err = await cli("storage", "check", "--data-dir", str(data))
+    code, out, err = await run_cli("storage", "check", "--data-dir", str(data))
     assert code == 0, out + err
     assert "audit chain of" in out and "message checksums" in out
 
@@ -123,14 +108,14 @@ async def test_storage_check_names_a_damaged_message_without_its_content(tmp_pat
     await rogers.stop()
     await bus.close()
 
-    code, out, err = await cli("storage", "check", "--data-dir", str(data))
+    code, out, err = await run_cli("storage", "check", "--data-dir", str(data))
     assert code == 0, out + err
 
     db = data / names.ROGERS / "conversations.db"
     raw = db.read_bytes()
     offset = raw.find(b'"text":"a secret plan zebra') + len('"text":"a secret plan ')
     db.write_bytes(raw[:offset] + b"Z" + raw[offset + 1 :])
-    code, out, err = await cli("storage", "check", "--data-dir", str(data))
+    code, out, err = await run_cli("storage", "check", "--data-dir", str(data))
     assert code == 1
     assert "DAMAGED rogers/conversations.db" in err and changed.id in err
     assert "zebra" not in err + out and "Zebra" not in err + out and "secret plan" not in err + out

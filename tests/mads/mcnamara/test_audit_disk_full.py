@@ -13,8 +13,9 @@ from pathlib import Path
 from bus.memory import InMemoryBus
 from bus.topics import MAD_LIFECYCLE
 from mads.core import names
-from tests.mads.admin.test_audit_cli import DENIAL, cli
+from tests.mads.admin.test_audit_cli import DENIAL
 from tests.mads.mcnamara.conftest import Harness
+from tests.support.cli import run_cli as cli
 from tests.support.small_disk import small_filesystem
 
 LOST = 5

@@ -22,8 +22,8 @@ from mads.core.sqlite import backup_file
 from mads.core.store_health import STORAGE_TOPIC
 from mads.mcnamara import McNamara
 from mads.rogers import Rogers
-from tests.mads.admin.test_audit_cli import cli
 from tests.mads.rogers.support import Recorder, call, note
+from tests.support.cli import run_cli as cli
 from tests.support.waiting import eventually, eventually_async
 
 FIRST, LATER = 10, 10

@@ -1,6 +1,7 @@
 """``ecosystem.py regenerate``: governed regeneration from the command line.
 
     ecosystem.py regenerate MAD --model NAME --model-id ID [--max-calls N --max-cost USD --max-seconds S]
+    ecosystem.py regenerate --all --model NAME --model-id ID [...]   (every MAD, dependency order)
     ecosystem.py regenerate list
     ecosystem.py regenerate show RUN
     ecosystem.py regenerate approve RUN
@@ -45,7 +46,12 @@ def register(subparsers: Any, add_common: Callable[[argparse.ArgumentParser], No
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
-    p.add_argument("target", help="a MAD name, or list / show / approve / reject")
+    p.add_argument("target", nargs="?", help="a MAD name, or list / show / approve / reject")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="regenerate every MAD in dependency order, one run each (each with the budget given)",
+    )
     p.add_argument("run", nargs="?", help="the run id (show / approve / reject)")
     p.add_argument("--rollback", action="store_true", help="return MAD to its previous approved version")
     p.add_argument("--model", help="Fiedler registry name of the pinned model")
@@ -79,6 +85,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
     log = await RunLog.open(home / "runs.db")
     try:
+        if args.all == (args.target is not None):
+            raise ValueError("target: name one MAD or list / show / approve / reject, or give --all (not both)")
+        if args.all and args.rollback:
+            raise ValueError("--rollback: returns one MAD to its previous version; name it (not --all)")
         if args.target in ACTIONS:
             return await _decide(args, _regeneration(args, log, home, _no_llm), operator)
         if args.rollback:
@@ -158,6 +168,10 @@ async def _start(args: argparse.Namespace, settings: Settings, log: RunLog, home
             return await fiedler_mad.call(names.FIEDLER, tool, arguments, timeout=args.max_seconds)
 
         regen = _regeneration(args, log, home, fiedler)
+        if args.all:
+            entries = await regen.start_all(operator)
+            print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+            return 0 if all(e.state == "awaiting_approval" for e in entries) else 1
         run_id = await regen.start(args.target, operator)
         await regen.wait(run_id)
         summary = await regen.summary(run_id)

@@ -42,6 +42,7 @@ from mads.core.workflow import (
 )
 from regeneration.confinement import Confinement, ConfinementLimits
 from regeneration.gitrepo import git
+from regeneration.order import dependencies, dependency_order
 from regeneration.pinning import ModelNotPinned, PinnedModel, verify_pinned
 from regeneration.prompt import OUTPUT_SCHEMA, build_messages, prompt_hash
 from regeneration.report import REGISTRY, build_report, registered_mads
@@ -122,6 +123,19 @@ class RunSummary(BaseModel):
     failure: str | None
 
 
+class AllEntry(BaseModel):
+    """One MAD's run in ``regenerate --all``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mad: str
+    run_id: str
+    status: str
+    state: str
+    code: str | None
+    failure: str | None
+
+
 class Regeneration:
     """Starts, drives, shows and decides regeneration runs."""
 
@@ -154,6 +168,36 @@ class Regeneration:
 
     async def wait(self, run_id: str) -> RunOutcome:
         return await self.engine.drive(run_id)
+
+    async def start_all(self, principal: Principal, only: set[str] | None = None) -> list[AllEntry]:
+        """Regenerate every registered MAD (or those in ``only``) in dependency order, one run each.
+
+        Each run has its own budget and its own worktree from the source's ``HEAD``. A run that
+        fails does not stop the others (nothing merges before a person approves, so one MAD's
+        failed run changes nothing another run sees); a model that is not pinned stops before
+        the first run, since it would refuse every one.
+        """
+        order = dependency_order(await asyncio.to_thread(dependencies, self.ctx.source))
+        unknown = sorted((only or set()) - set(order))
+        if unknown:
+            raise ValueError(f"mad: unknown MAD(s) {', '.join(unknown)} (known: {', '.join(order)})")
+        entries: list[AllEntry] = []
+        for mad in order:
+            if only is not None and mad not in only:
+                continue
+            run_id = await self.start(mad, principal)
+            outcome = await self.wait(run_id)
+            entries.append(
+                AllEntry(
+                    mad=mad,
+                    run_id=run_id,
+                    status=outcome.status,
+                    state=outcome.state,
+                    code=outcome.code,
+                    failure=outcome.message or None,
+                )
+            )
+        return entries
 
     # ---- the LLM -----------------------------------------------------------------------------
 

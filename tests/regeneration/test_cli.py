@@ -70,3 +70,8 @@ async def test_a_drifting_alias_is_refused_before_anything_runs(
 
     code, _, err = await _cli(capsys, "mcnamara", *cli_args)
     assert code == 2 and "--model" in err
+
+    code, _, err = await _cli(capsys, "mcnamara", "--all", *cli_args)
+    assert code == 2 and "--all" in err and "not both" in err
+    code, _, err = await _cli(capsys, "--all", "--rollback", *cli_args)
+    assert code == 2 and "--rollback" in err

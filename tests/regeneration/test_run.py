@@ -7,6 +7,7 @@ worktree, reports on it, runs the tests confined and waits for a person.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import uuid
@@ -274,3 +275,38 @@ async def test_a_model_that_is_not_exactly_the_pinned_one_is_refused(
 )
 def test_aliases_that_drift_are_named(model_id: str, api_base: str | None, drifts: bool) -> None:
     assert (drift_reason(model_id, api_base) is not None) == drifts
+
+
+async def test_all_runs_each_mad_in_dependency_order_and_a_failed_run_does_not_stop_the_next(
+    regeneration: tuple[Regeneration, RunLog], llm_server: ScriptedLLM, ecosystem_source: Path
+) -> None:
+    regen, _ = regeneration
+    one_call = Regeneration(dataclasses.replace(regen.ctx, budget=Budget(llm_calls=1, wall_s=600)))
+    unchanged = (ecosystem_source / "mads/mcnamara/__init__.py").read_text()
+    playfair_ping = PING.replace("McNamara", "Playfair")
+    playfair_test = PING_TEST.replace("mcnamara", "playfair")
+    llm_server.script(
+        # McNamara: "no change" (the file as it is) is refused, and its one call is spent.
+        proposal({"mads/mcnamara/__init__.py": unchanged}, message="nothing to change"),
+        proposal({"mads/playfair/ping.py": playfair_ping, "tests/mads/playfair/test_ping.py": playfair_test}),
+    )
+    try:
+        with pytest.raises(ValueError, match="unknown MAD"):
+            await one_call.start_all(OPERATOR, only={"nosuchmad"})
+        entries = await one_call.start_all(OPERATOR, only={names.PLAYFAIR, names.MCNAMARA})
+    finally:
+        await one_call.engine.close()
+
+    assert [e.mad for e in entries] == [names.MCNAMARA, names.PLAYFAIR]
+    failed, waiting = entries
+    assert failed.status == "failed" and failed.code == "budget_exceeded"
+    assert waiting.status == "finished" and waiting.state == "awaiting_approval", waiting
+    refused = await one_call.summary(failed.run_id)
+    assert "identical to the current tree" in str(refused.attempts[0]["reason"])
+    first, second = llm_server.requests
+    assert "## requirements/mcnamara.md" in first.prompt_text
+    assert "## requirements/playfair.md" in second.prompt_text
+    shown = await one_call.summary(waiting.run_id)
+    assert shown.diff is not None and "mads/playfair/ping.py" in shown.diff
+    # One worktree is left: the run awaiting approval.
+    assert (await git(ecosystem_source, "worktree", "list")).count("\n") == 2

@@ -106,7 +106,9 @@ async def _no_llm(tool: str, arguments: dict[str, Any]) -> Any:
     raise RuntimeError("this action does not call an LLM")
 
 
-def _regeneration(args: argparse.Namespace, log: RunLog, home: Path, fiedler: Any) -> Regeneration:
+def _regeneration(
+    args: argparse.Namespace, log: RunLog, home: Path, fiedler: Any, data_dir: Path | None = None
+) -> Regeneration:
     from regeneration.worktree import WorktreeManager
 
     tests = (lambda mad: list(args.tests)) if args.tests else default_tests
@@ -126,6 +128,7 @@ def _regeneration(args: argparse.Namespace, log: RunLog, home: Path, fiedler: An
             budget=Budget(llm_calls=args.max_calls, cost_usd=args.max_cost, wall_s=args.max_seconds),
             python=sys.executable,
             tests=tests,
+            data_dir=data_dir,
         )
     )
 
@@ -167,7 +170,7 @@ async def _start(args: argparse.Namespace, settings: Settings, log: RunLog, home
         async def fiedler(tool: str, arguments: dict[str, Any]) -> Any:
             return await fiedler_mad.call(names.FIEDLER, tool, arguments, timeout=args.max_seconds)
 
-        regen = _regeneration(args, log, home, fiedler)
+        regen = _regeneration(args, log, home, fiedler, settings.ecosystem.data_dir)
         if args.all:
             entries = await regen.start_all(operator)
             print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))

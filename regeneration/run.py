@@ -39,9 +39,11 @@ from mads.core.workflow import (
     StepContext,
     TransitionSpec,
     WorkflowDefinition,
+    WorkflowFailure,
 )
 from regeneration.confinement import Confinement, ConfinementLimits
 from regeneration.gitrepo import git
+from regeneration.migrations import rehearse, shape_check
 from regeneration.order import dependencies, dependency_order
 from regeneration.pinning import ModelNotPinned, PinnedModel, verify_pinned
 from regeneration.prompt import OUTPUT_SCHEMA, build_messages, prompt_hash
@@ -98,6 +100,9 @@ class RegenerationContext:
     python: str
     tests: Callable[[str], list[str]] = default_tests
     limits: ConfinementLimits = field(default_factory=ConfinementLimits)
+    data_dir: Path | None = None
+    """The ecosystem's data directory: a change that adds a migration is rehearsed on a copy of
+    ``<data_dir>/<mad>``'s databases (``None``: on no data, a fresh start)."""
 
 
 class RunSummary(BaseModel):
@@ -117,6 +122,7 @@ class RunSummary(BaseModel):
     report: dict[str, JsonValue] | None
     tests: dict[str, JsonValue] | None
     architecture_tests: dict[str, JsonValue] | None
+    migration_rehearsal: dict[str, JsonValue] | None
     diff: str | None
     diff_hash: str | None
     decision: dict[str, JsonValue] | None
@@ -266,6 +272,11 @@ class Regeneration:
             return GuardVerdict(ok=False, reason=f"principles broken: {broken}", detail=detail)
         if report.schema_error:
             return GuardVerdict(ok=False, reason=f"the MAD does not import: {report.schema_error}", detail=detail)
+        shape = await shape_check(worktree.path, worktree.base, commit, worktree.mad)
+        detail["shape"] = shape.model_dump(mode="json")
+        if shape.refused:
+            broken = "; ".join(f"{p.rule} {p.path}: {p.detail}" for p in shape.problems)
+            return GuardVerdict(ok=False, reason=f"stored data: {broken}", detail=detail)
         for label, paths in (("architecture tests", list(ARCHITECTURE_TESTS)), ("tests", self.ctx.tests(worktree.mad))):
             tests = await self.ctx.confinement.run(
                 [self.ctx.python, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *paths],
@@ -284,8 +295,31 @@ class Regeneration:
             if not tests.ok:
                 why = "timed out" if tests.timed_out else f"exit {tests.returncode}"
                 return GuardVerdict(ok=False, reason=f"{label} failed ({why}):\n{output}", detail=detail)
+        if shape.migrations_added:
+            await self._rehearse(ctx.run.id, worktree, detail)
         await git(worktree.path, "clean", "-q", "-fdx")
         return GuardVerdict(ok=True, detail=detail)
+
+    async def _rehearse(self, run_id: str, worktree: RegenWorktree, detail: dict[str, JsonValue]) -> None:
+        """Rehearse the change's migrations on a copy of the MAD's data; a failure stops the run before approval.
+
+        The rehearsal's reason and output go to the audit and the operator, not back to the LLM:
+        they may hold stored data.
+        """
+        data_dir = self.ctx.data_dir if self.ctx.data_dir is not None else worktree.path / ".regen-no-data"
+        rehearsal = await rehearse(
+            self.ctx.confinement, self.ctx.python, worktree.path, worktree.mad, data_dir, self.ctx.limits
+        )
+        detail["migration_rehearsal"] = rehearsal.model_dump(mode="json")
+        await self.ctx.log.append(
+            run_id,
+            "regen_migration",
+            {"ok": rehearsal.ok, "reason": rehearsal.reason(), **rehearsal.model_dump(mode="json")},
+        )
+        if not rehearsal.ok:
+            raise WorkflowFailure(
+                "guard_refused", f"migration rehearsal on a copy of the data failed: {rehearsal.reason()}"
+            )
 
     async def _settle(self, ctx: StepContext) -> JsonValue:
         """However the run ends: a run that did not reach approval leaves nothing behind."""
@@ -349,6 +383,7 @@ class Regeneration:
             report=last_ok["report"] if last_ok else None,
             tests=last_ok.get("tests") if last_ok else None,
             architecture_tests=last_ok.get("architecture_tests") if last_ok else None,
+            migration_rehearsal=last_ok.get("migration_rehearsal") if last_ok else None,
             diff=diff,
             diff_hash=last_ok["diff_sha256"] if last_ok else None,
             decision=decision,

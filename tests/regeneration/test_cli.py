@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mad_ecosystem.cli import main
-from tests.regeneration.test_run import GOOD
+from tests.regeneration.support import GOOD
 from tests.support.llm_server import ScriptedLLM
 
 pytestmark = pytest.mark.slow

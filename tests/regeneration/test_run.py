@@ -9,72 +9,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bus.envelope import Principal
 from mads.core import names
 from mads.core.workflow import Budget, RunLog
-from regeneration.confinement import Confinement
 from regeneration.gitrepo import git
 from regeneration.pinning import ModelNotPinned, PinnedModel, drift_reason
-from regeneration.run import DecisionRefused, Regeneration, RegenerationContext
-from regeneration.worktree import WorktreeManager
-from tests.support.ecosystem import Running
-from tests.support.llm_server import Reply, ScriptedLLM
+from regeneration.run import DecisionRefused, Regeneration
+from tests.regeneration.support import GOOD, OPERATOR, PING, PING_TEST, proposal
+from tests.support.llm_server import ScriptedLLM
 
 pytestmark = pytest.mark.slow
-
-OPERATOR = Principal(kind="operator", name="ops")
-PINNED = PinnedModel(name="scripted", model_id="openai/scripted", temperature=0.0, max_tokens=4000)
-
-PING = 'def ping() -> str:\n    """McNamara answers."""\n    return "pong"\n'
-PING_TEST = 'from mads.mcnamara.ping import ping\n\n\ndef test_ping() -> None:\n    assert ping() == "pong"\n'
-
-
-def proposal(files: dict[str, str | None], message: str = "McNamara answers ping", **extra: Any) -> Reply:
-    return Reply(text=json.dumps({"outcome": "proposed", "message": message, "files": files, **extra}))
-
-
-GOOD = proposal({"mads/mcnamara/ping.py": PING, "tests/mads/mcnamara/test_ping.py": PING_TEST})
-
-
-def _tests(mad: str) -> list[str]:
-    return [f"tests/mads/{mad}/test_ping.py"]
-
-
-@pytest.fixture
-async def regeneration(
-    ecosystem: Running, ecosystem_source: Path, tmp_path: Path
-) -> AsyncIterator[tuple[Regeneration, RunLog]]:
-    grace = ecosystem.host.mads[names.GRACE]
-
-    async def fiedler(tool: str, arguments: dict[str, Any]) -> Any:
-        return await grace.call(names.FIEDLER, tool, arguments, timeout=60)
-
-    log = await RunLog.open(tmp_path / "regeneration.db")
-    ctx = RegenerationContext(
-        source=ecosystem_source,
-        worktrees=WorktreeManager(ecosystem_source, tmp_path / "worktrees"),
-        confinement=Confinement(),
-        log=log,
-        fiedler=fiedler,
-        model=PINNED,
-        budget=Budget(llm_calls=3, wall_s=600),
-        python=sys.executable,
-        tests=_tests,
-    )
-    regen = Regeneration(ctx)
-    try:
-        yield regen, log
-    finally:
-        await regen.engine.close()
-        await log.close()
 
 
 async def _head(repo: Path) -> str:

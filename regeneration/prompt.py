@@ -35,7 +35,9 @@ Answer with ONE JSON object and nothing else:
  "declared": ["<any path outside the MAD's own paths you touch>"]}
 The MAD's own paths are: %(own)s. Touch anything else only if you declare it, and never make a MAD import another
 MAD or infrastructure import a MAD. Your change is checked by code, then the MAD's tests and the architecture tests
-run confined (no network, the worktree the only writable place). If a previous attempt failed, the reason follows."""
+run confined (no network, the worktree the only writable place). If the MAD's stored data changes shape, add a new
+numbered migration (`NNN_name.sql` or a `Migration(...)`), never edit an applied one: it is rehearsed on a copy of the
+data before a person reviews it. If a previous attempt failed, the reason follows."""
 
 
 def _read(path: Path) -> str:

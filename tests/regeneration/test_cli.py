@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mad_ecosystem.cli import main
-from tests.regeneration.support import GOOD
+from regeneration.order import dependencies, dependency_order
+from tests.regeneration.support import GOOD, proposal
 from tests.support.llm_server import ScriptedLLM
 
 pytestmark = pytest.mark.slow
@@ -59,6 +60,27 @@ async def test_regenerate_show_approve_and_rollback_from_the_command_line(
     code, out, _ = await _cli(capsys, "mcnamara", "--rollback", "--by", "ops", *cli_args)
     assert code == 0, out
     assert not (ecosystem_source / "mads/mcnamara/ping.py").exists()
+
+
+async def test_all_runs_every_mad_in_dependency_order_from_the_command_line(
+    cli_args: list[str], llm_server: ScriptedLLM, ecosystem_source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mads = dependency_order(dependencies(ecosystem_source))
+    # Each MAD's one call proposes a file outside its paths, undeclared: refused before anything runs confined.
+    llm_server.script(*[proposal({"README.md": "mine\n"}, message="out of bounds") for _ in mads])
+    pin = ["--model", "scripted", "--model-id", "openai/scripted", "--by", "ops", "--max-calls", "1"]
+
+    code, out, err = await _cli(capsys, "--all", *pin, *cli_args)
+
+    assert code == 1, err
+    entries = json.loads(out)
+    assert [e["mad"] for e in entries] == mads
+    assert all(e["status"] == "failed" and e["code"] == "budget_exceeded" for e in entries), entries
+    assert len({e["run_id"] for e in entries}) == len(mads)
+    prompts = [r.prompt_text for r in llm_server.requests]
+    assert [next(m for m in mads if f"## requirements/{m}.md" in p) for p in prompts] == mads
+    code, out, _ = await _cli(capsys, "list", *cli_args)
+    assert code == 0 and all(e["run_id"] in out for e in entries)
 
 
 async def test_a_drifting_alias_is_refused_before_anything_runs(

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -109,7 +110,7 @@ class DeliveryRules:
 
     gates: list[Gate] = field(default_factory=list)
     redact: Redact = verbatim
-    running: dict[str, asyncio.Timeout] = field(default_factory=dict)
+    running: dict[str, _Scope] = field(default_factory=dict)
     """Requests being handled in this process, by envelope id: the scope that ends each at its deadline."""
     cancelled: set[str] = field(default_factory=set)
     """Requests whose cancellation was asked for (:meth:`Bus.cancel`): answered ``cancelled``, not dropped."""
@@ -448,20 +449,23 @@ async def run_handler(
     rules: DeliveryRules | None = None,
     *,
     observed: bool = False,
+    task: asyncio.Task[Any] | None = None,
 ) -> Envelope | None:
     """Deliver one envelope to a handler under the shared rules.
 
     Returns the envelope to send back (reply or error) for a request, else ``None``.
     A handler's exception becomes an error reply, never a dead bus. With telemetry on,
     the delivery runs inside a span continuing the envelope's trace (``observed`` marks
-    the inner call); with it off, the flag check is all it costs.
+    the inner call); with it off, the flag check is all it costs. ``task`` is the task
+    running this call, if the caller knows it (a transport's worker), to save looking it up.
     """
     if _tracing.ACTIVE and not observed:
         return await _tracing.observe(spec, envelope, stats, rules, run_handler)
     if rules is None:
         rules = _NO_RULES
-    is_request = envelope.kind is Kind.REQUEST
-    if is_request and envelope.expired():
+    is_request = envelope.kind is _REQUEST
+    deadline = envelope.deadline
+    if is_request and deadline is not None and envelope.expired():
         stats.expired_requests_dropped += 1
         return None
     for gate in rules.gates:
@@ -479,34 +483,47 @@ async def run_handler(
                 _tracing.record_refusal(problem)
             return envelope.error_reply(problem, sender=_sender_for(spec, envelope)) if is_request else None
     stats.delivered += 1
-    try:
-        result = await (_handle_request(spec, envelope, rules) if is_request else spec.handler(envelope))
-    except _Ended:
-        if envelope.id in rules.cancelled:
-            rules.cancelled.discard(envelope.id)
-            stats.cancelled += 1
-            return envelope.error_reply(
-                ErrorInfo(code="cancelled", message=f"the request to {envelope.recipient} was cancelled"),
-                sender=_sender_for(spec, envelope),
-            )
-        stats.expired_requests_dropped += 1
-        return None
-    except Exception as exc:
-        stats.handler_errors += 1
-        if _tracing.ACTIVE:
-            _tracing.record_exception(exc, rules.redact)
-        log.warning("handler for %s failed on %s: %s", spec.pattern, envelope.id, type(exc).__name__)
-        if not is_request:
-            return None
-        return envelope.error_reply(describe_exception(exc, rules.redact), sender=_sender_for(spec, envelope))
     if not is_request:
+        try:
+            await spec.handler(envelope)
+        except Exception as exc:
+            _handler_failed(spec, envelope, exc, stats, rules)
         return None
+    # A request runs in a scope that ends it at its deadline, or when it is cancelled (Bus.cancel).
+    if task is None:
+        task = cast("asyncio.Task[Any]", _current_task())
+    scope = _Scope(task)
+    key = envelope.id
+    running = rules.running
+    running[key] = scope
+    cancelling = task.cancelling()
+    if deadline is not None:
+        scope.timer = _get_running_loop().call_later(envelope.remaining() or 0.0, scope.end)
+    try:
+        result = await spec.handler(envelope)
+    except asyncio.CancelledError:
+        if not scope.ended or task.uncancel() > cancelling:
+            raise  # not ours to absorb: whoever else cancelled the task still wants it to stop
+        return _ended(spec, envelope, stats, rules)
+    except Exception as exc:
+        if scope.ended and task.uncancel() <= cancelling:
+            return _ended(spec, envelope, stats, rules)  # the handler turned our cancellation into an error
+        _handler_failed(spec, envelope, exc, stats, rules)
+        return envelope.error_reply(describe_exception(exc, rules.redact), sender=_sender_for(spec, envelope))
+    finally:
+        if scope.timer is not None:
+            scope.timer.cancel()
+        if running.get(key) is scope:
+            del running[key]
+    if scope.ended:  # the handler finished anyway: the cancellation is spent
+        task.uncancel()
+        rules.cancelled.discard(key)
     if result is None:
         return envelope.error_reply(
             ErrorInfo(code="no_reply", message=f"{envelope.recipient} produced no reply"),
             sender=_sender_for(spec, envelope),
         )
-    if envelope.expired():
+    if deadline is not None and envelope.expired():
         stats.late_replies_dropped += 1
         return None
     if not _answers(result, envelope, spec):
@@ -519,35 +536,61 @@ async def run_handler(
     return result
 
 
-class _Ended(Exception):
-    """A request's handler was stopped: its deadline passed or it was cancelled."""
+def _handler_failed(
+    spec: SubscriptionSpec, envelope: Envelope, exc: Exception, stats: Counters, rules: DeliveryRules
+) -> None:
+    stats.handler_errors += 1
+    if _tracing.ACTIVE:
+        _tracing.record_exception(exc, rules.redact)
+    log.warning("handler for %s failed on %s: %s", spec.pattern, envelope.id, type(exc).__name__)
 
 
-async def _handle_request(spec: SubscriptionSpec, envelope: Envelope, rules: DeliveryRules) -> Envelope | None:
-    """Run the handler in a scope that ends it at the request's deadline, or when it is cancelled."""
-    remaining = envelope.remaining()
-    when = None if remaining is None else asyncio.get_running_loop().time() + remaining
-    key = envelope.id
-    try:
-        async with asyncio.timeout_at(when) as scope:
-            rules.running[key] = scope
-            try:
-                return await spec.handler(envelope)
-            finally:
-                if rules.running.get(key) is scope:
-                    del rules.running[key]
-    except TimeoutError:
-        if scope.expired():
-            raise _Ended from None
-        raise
+_current_task = asyncio.current_task
+_REQUEST = Kind.REQUEST
+_get_running_loop = asyncio.get_running_loop
+
+
+class _Scope:
+    """One request being handled: :meth:`end` stops its handler (deadline passed, or cancelled).
+
+    What ``asyncio.timeout_at`` would do, without an ``async with`` per request or a timer
+    for requests that have no deadline: ``end`` cancels the handler's task, and
+    :func:`run_handler` absorbs exactly that cancellation (``Task.uncancel``), so a
+    cancellation from anyone else still propagates.
+    """
+
+    __slots__ = ("ended", "task", "timer")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.timer: asyncio.TimerHandle | None = None
+        self.ended = False
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.task.cancel()
+
+
+def _ended(spec: SubscriptionSpec, envelope: Envelope, stats: Counters, rules: DeliveryRules) -> Envelope | None:
+    """The outcome of a request whose handler was stopped: ``cancelled`` if asked for, else dropped (deadline)."""
+    if envelope.id in rules.cancelled:
+        rules.cancelled.discard(envelope.id)
+        stats.cancelled += 1
+        return envelope.error_reply(
+            ErrorInfo(code="cancelled", message=f"the request to {envelope.recipient} was cancelled"),
+            sender=_sender_for(spec, envelope),
+        )
+    stats.expired_requests_dropped += 1
+    return None
 
 
 def cancel_running(rules: DeliveryRules, request_id: str) -> bool:
     scope = rules.running.get(request_id)
-    if scope is None or scope.expired():
+    if scope is None or scope.ended:
         return False
     rules.cancelled.add(request_id)
-    scope.reschedule(asyncio.get_running_loop().time())
+    scope.end()
     return True
 
 

@@ -150,7 +150,7 @@ class Envelope(Strict):
 
     def reply(self, *parts: CommandPart | DataPart | ProsePart, sender: str | None = None) -> Envelope:
         """A reply to this envelope, addressed to whoever asked."""
-        fast = _derive(self, Kind.REPLY, sender or self.recipient, parts, self.deadline, _REPLY_FIELDS_SET)
+        fast = _derive(self, _REPLY, sender or self.recipient, parts, self.deadline, _REPLY_FIELDS_SET)
         if fast is not None:
             return fast
         return Envelope(
@@ -171,7 +171,7 @@ class Envelope(Strict):
         """A typed failure reply: never a raw string, always an :class:`ErrorInfo`."""
         sender = sender or _safe_sender(self.recipient)
         content = (DataPart(media_type=ERROR_MEDIA_TYPE, value=error.model_dump(mode="json")),)
-        fast = _derive(self, Kind.ERROR, sender, content, None, _ERROR_FIELDS_SET)
+        fast = _derive(self, _ERROR, sender, content, None, _ERROR_FIELDS_SET)
         if fast is not None:
             return fast
         return Envelope(
@@ -238,12 +238,16 @@ _REPLY_FIELDS_SET = frozenset(
 _ERROR_FIELDS_SET = _REPLY_FIELDS_SET - {"deadline"}
 _ADDRESS_RE = re.compile(ADDRESS_PATTERN.removeprefix("^").removesuffix("$"))
 _CONVERSATION_RE = re.compile(r"[A-Za-z0-9_\-]+")
-_ID_RE = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
+_HEX_DIGITS = "0123456789abcdef"
 _MEMO_LIMIT = 4096
 _known_addresses: set[str] = set()
 _known_conversations: set[str] = set()
 _new = object.__new__
-_set = object.__setattr__
+_set_dict = object.__setattr__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+_REPLY, _ERROR = Kind.REPLY, Kind.ERROR
 
 
 def _is_address(value: object) -> bool:
@@ -281,8 +285,8 @@ def _is_conversation(value: object) -> bool:
 
 
 def _is_id(value: object) -> bool:
-    """Exactly what ``Field(pattern=ID_PATTERN)`` accepts: 32 lowercase hex digits."""
-    return type(value) is str and _ID_RE.fullmatch(value) is not None
+    """Exactly what ``Field(pattern=ID_PATTERN)`` accepts: 32 characters, all lowercase hex digits."""
+    return type(value) is str and len(value) == 32 and not value.strip(_HEX_DIGITS)
 
 
 def _derive(
@@ -295,26 +299,61 @@ def _derive(
 ) -> Envelope | None:
     """A reply or error to ``source`` without re-validating what is already known to be valid.
 
-    A reply is made of the request's own fields, part instances and a sender; see
-    :func:`_assemble`. ``None`` means a check failed: the caller then builds the envelope
-    with full validation, which raises the usual error naming the field. The equivalence
-    is property-tested (``tests/bus/test_envelope_fastpath.py``).
+    A reply is made of the request's own fields, part instances and a sender. Each value
+    is still checked against exactly its field's constraint (as in :func:`_assemble`), so a
+    request built without validation (``model_construct``) never lends its fields to a
+    reply. ``None`` means a check failed: the caller then builds the envelope with full
+    validation, which raises the usual error naming the field. The equivalence is
+    property-tested (``tests/bus/test_envelope_fastpath.py``).
     """
-    return _assemble(
-        source.conversation_id,
-        sender,
-        source.reply_to or source.sender,
-        None,
-        kind,
-        source.id,
-        deadline,
-        source.trace,
-        source.principal,
-        source.turn,
-        source.chain,
-        parts,
-        fields_set,
+    fields = source.__dict__
+    recipient = fields["reply_to"] or fields["sender"]
+    correlation_id = fields["id"]
+    if not (
+        _is_address(sender)
+        and _is_address(recipient)
+        and _is_id(correlation_id)
+        and _is_context(fields)
+        and (deadline is None or type(deadline) is datetime)
+        and 1 <= len(parts) <= MAX_PARTS
+        and _PART_TYPES.issuperset(map(type, parts))
+    ):
+        return None
+    fields = fields.copy()  # the request's conversation, trace, principal, turn and chain: checked above
+    fields["id"] = new_id()
+    fields["sender"] = sender
+    fields["recipient"] = recipient
+    fields["reply_to"] = None
+    fields["kind"] = kind
+    fields["correlation_id"] = correlation_id
+    fields["created_at"] = _now()
+    fields["deadline"] = deadline
+    fields["content"] = list(parts)
+    return _instance(fields, fields_set)
+
+
+def _is_context(fields: dict[str, Any]) -> bool:
+    """The fields a reply copies from its request unchanged pass exactly their constraints."""
+    turn, chain = fields["turn"], fields["chain"]
+    trace = fields["trace"]
+    return (
+        _is_conversation(fields["conversation_id"])
+        and (trace is None or type(trace) is TraceContext)
+        and type(fields["principal"]) is Principal
+        and (turn is None or _is_id(turn))
+        and type(chain) is tuple
+        and (not chain or (len(chain) <= MAX_CHAIN and all(map(_is_address, chain))))
     )
+
+
+def _instance(fields: dict[str, Any], fields_set: frozenset[str]) -> Envelope:
+    """An :class:`Envelope` of already-checked ``fields``, as pydantic's own constructor leaves one."""
+    envelope = _new(Envelope)
+    _set_dict(envelope, "__dict__", fields)
+    _set_fields_set(envelope, set(fields_set))
+    _set_extra(envelope, None)
+    _set_private(envelope, None)
+    return envelope
 
 
 def _assemble(
@@ -357,10 +396,7 @@ def _assemble(
         and _PART_TYPES.issuperset(map(type, parts))
     ):
         return None
-    envelope = _new(Envelope)
-    _set(
-        envelope,
-        "__dict__",
+    return _instance(
         {
             "id": new_id(),
             "conversation_id": conversation_id,
@@ -377,11 +413,8 @@ def _assemble(
             "chain": chain,
             "content": list(parts),
         },
+        fields_set,
     )
-    _set(envelope, "__pydantic_fields_set__", set(fields_set))
-    _set(envelope, "__pydantic_extra__", None)
-    _set(envelope, "__pydantic_private__", None)
-    return envelope
 
 
 _TRUSTED_FIELDS_SET = _REPLY_FIELDS_SET | {"reply_to"}

@@ -15,6 +15,7 @@ in Python, and every cancelled handle stays in it until a cleanup pass).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -61,12 +62,117 @@ _CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
 """asyncio runs a timer this early at most; the sweeper uses the same tolerance."""
 _COMPACT_SLACK = 1024
 """Finished requests may leave this many stale heap entries (beyond the live ones) before a compaction."""
+_get_running_loop = asyncio.get_running_loop
 _TAP_RETRY_FIRST, _TAP_RETRY_MAX = 0.05, 1.0
 """Backoff between deliveries of a batch whose observer raised."""
 
 
 class _Expired(Exception):
     """Set on a request's future by the deadline sweeper; turned into :class:`DeadlineExceeded`."""
+
+
+class _Mailbox:
+    """A subscription's bounded FIFO: what ``asyncio.Queue`` does for it, in fewer steps.
+
+    Every request and event passes through one, so the common cases are each one call:
+    :meth:`offer` (room: append, wake one idle worker), :meth:`get` (an envelope waiting:
+    take it), :meth:`task_done`. Waiting for room (:meth:`put`), for work (:meth:`get`) and
+    for the mailbox to drain (:meth:`join`) behave as ``asyncio.Queue``'s do, cancellation
+    included: a cancelled waiter passes its wake-up on.
+    """
+
+    __slots__ = ("getters", "items", "joiners", "maxsize", "putters", "unfinished")
+
+    def __init__(self, maxsize: int) -> None:
+        self.items: collections.deque[Envelope] = collections.deque()
+        self.maxsize = maxsize
+        self.getters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.putters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.unfinished = 0
+        """Envelopes taken in but not yet handled (:meth:`join` waits for none)."""
+        self.joiners: list[asyncio.Future[None]] = []
+
+    def full(self) -> bool:
+        return len(self.items) >= self.maxsize
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+    def offer(self, item: Envelope) -> bool:
+        """Append ``item`` if there is room (and wake one idle worker); ``False`` if the mailbox is full."""
+        items = self.items
+        if len(items) >= self.maxsize:
+            return False
+        items.append(item)
+        self.unfinished += 1
+        getters = self.getters
+        while getters:
+            getter = getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                break
+        return True
+
+    async def put(self, item: Envelope) -> None:
+        """Append ``item``, waiting while the mailbox is full (backpressure)."""
+        while len(self.items) >= self.maxsize:
+            putter = asyncio.get_running_loop().create_future()
+            self.putters.append(putter)
+            try:
+                await putter
+            except BaseException:
+                self._abandon(putter, self.putters, len(self.items) < self.maxsize)
+                raise
+        self.offer(item)
+
+    async def get(self) -> Envelope:
+        """The oldest envelope, waiting for one if the mailbox is empty."""
+        items = self.items
+        while not items:
+            getter = _get_running_loop().create_future()
+            self.getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                self._abandon(getter, self.getters, bool(items))
+                raise
+        item = items.popleft()
+        putters = self.putters
+        while putters:
+            putter = putters.popleft()
+            if not putter.done():
+                putter.set_result(None)
+                break
+        return item
+
+    @staticmethod
+    def _abandon(waiter: asyncio.Future[None], waiters: collections.deque[asyncio.Future[None]], ready: bool) -> None:
+        """A waiter was cancelled: forget it, and if it had been woken, wake the next one instead."""
+        woken = waiter.done() and not waiter.cancelled()
+        waiter.cancel()
+        with contextlib.suppress(ValueError):
+            waiters.remove(waiter)
+        if woken and ready:
+            while waiters:
+                other = waiters.popleft()
+                if not other.done():
+                    other.set_result(None)
+                    break
+
+    def task_done(self) -> None:
+        self.unfinished -= 1
+        if self.unfinished == 0 and self.joiners:
+            for joiner in self.joiners:
+                if not joiner.done():
+                    joiner.set_result(None)
+            self.joiners.clear()
+
+    async def join(self) -> None:
+        """Wait until every envelope taken in has been handled."""
+        if self.unfinished:
+            joiner = asyncio.get_running_loop().create_future()
+            self.joiners.append(joiner)
+            await joiner
 
 
 class _MemorySubscription(Subscription):
@@ -81,7 +187,7 @@ class _MemorySubscription(Subscription):
     def __init__(self, bus: InMemoryBus, spec: SubscriptionSpec) -> None:
         self.bus = bus
         self.spec = spec
-        self.queue: asyncio.Queue[Envelope] = asyncio.Queue(spec.mailbox)
+        self.queue = _Mailbox(spec.mailbox)
         self.workers: set[asyncio.Task[None]] = set()
         self.slots = Slots(spec, self._freed)
         self.busy = 0
@@ -107,11 +213,12 @@ class _MemorySubscription(Subscription):
         # One claim per worker, set once in the worker's own context: a handler's waits (and those of
         # tasks it starts) count against it; they balance, so it is back at depth 0 between envelopes.
         CURRENT_DELIVERY.set(Delivery(slots))
+        me = asyncio.current_task()
         while True:
             item = await get()
             self.busy += 1
             try:
-                reply = await run_handler(spec, item, stats, bus.rules)
+                reply = await run_handler(spec, item, stats, bus.rules, task=me)
                 if reply is not None and not bus._publish_nowait(reply):
                     await bus._publish(reply)
             except Exception:
@@ -120,7 +227,7 @@ class _MemorySubscription(Subscription):
                 self.busy -= 1
                 task_done()
             if len(workers) - slots.parked > concurrency:
-                workers.discard(asyncio.current_task())  # type: ignore[arg-type]
+                workers.discard(me)  # type: ignore[arg-type]
                 return
 
     async def drain(self) -> None:
@@ -330,9 +437,7 @@ class InMemoryBus(Bus):
         if targets is None or len(targets) != 1 or self._patterns:
             targets = self._targets(envelope.recipient)
         if len(targets) == 1 and not taps:
-            try:
-                targets[0].queue.put_nowait(envelope)
-            except asyncio.QueueFull:
+            if not targets[0].queue.offer(envelope):
                 return False
             self._stats.published += 1
             return True
@@ -345,7 +450,7 @@ class InMemoryBus(Bus):
         for tap in taps:
             tap.queue.put_nowait(envelope)
         for sub in targets:
-            sub.queue.put_nowait(envelope)
+            sub.queue.offer(envelope)
         return True
 
     async def _publish(self, envelope: Envelope) -> None:
@@ -381,11 +486,17 @@ class InMemoryBus(Bus):
             wait = timeout if timeout is not None else DEFAULT_TIMEOUT
         else:
             wait = envelope.remaining() or 0.0
-        loop = asyncio.get_running_loop()
+        loop = _get_running_loop()
         future: asyncio.Future[Envelope] = loop.create_future()
         key = envelope.id
-        self._pending[key] = future
-        self._expire_at(loop, loop.time() + wait, future)
+        pending = self._pending
+        pending[key] = future
+        # One heap of deadlines, one timer for the earliest: registering is a push in the common case.
+        when = loop.time() + wait
+        heap = self._deadlines
+        heapq.heappush(heap, (when, next(self._deadline_seq), future))
+        if when < self._sweep_at or loop is not self._sweep_loop or len(heap) > 2 * len(pending) + _COMPACT_SLACK:
+            self._rearm(loop, when)
         try:
             if not self._publish_nowait(envelope):
                 await self._publish(envelope)
@@ -400,13 +511,12 @@ class InMemoryBus(Bus):
                 self.cancel(key)
             raise
         finally:
-            if self._pending.get(key) is future:
-                del self._pending[key]
+            if pending.get(key) is future:
+                del pending[key]
 
-    def _expire_at(self, loop: asyncio.AbstractEventLoop, when: float, future: asyncio.Future[Envelope]) -> None:
-        """Register a deadline; one timer (for the earliest) serves all pending requests."""
+    def _rearm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """A deadline ``when`` was just pushed: time the sweep for it if it is the earliest, else compact."""
         heap = self._deadlines
-        heapq.heappush(heap, (when, next(self._deadline_seq), future))
         if when < self._sweep_at or loop is not self._sweep_loop:
             if self._sweeper is not None:
                 self._sweeper.cancel()

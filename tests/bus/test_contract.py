@@ -182,6 +182,37 @@ async def test_a_reply_that_ignores_its_deadline_is_dropped_and_counted(bus: Bus
     await eventually(lambda: bus.stats().late_replies_dropped >= 1)
 
 
+async def test_a_handler_that_outlives_its_cancellation_leaves_its_worker_whole(bus: Bus) -> None:
+    """The deadline's cancellation is absorbed once, whatever the handler did with it.
+
+    One worker serves a handler that swallows the cancellation and answers late, then one that
+    is cut off at its deadline, then a plain request: each ends as it should, and the worker
+    still answers (no cancellation left pending to kill it, none taken for its own).
+    """
+    outcomes: list[str] = []
+
+    async def handler(envelope: Envelope) -> Envelope:
+        text = envelope.text()
+        if text != "quick":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                outcomes.append(f"{text} cancelled")
+                if text == "cut":
+                    raise
+        return envelope.reply(ProsePart(text=text))
+
+    await bus.subscribe("one", handler, concurrency=1, waiting=0)
+    for text in ("stubborn", "cut"):
+        with pytest.raises(DeadlineExceeded):
+            await bus.request(req("one", ProsePart(text=text), deadline=0.3), timeout=WAIT)
+        await eventually(lambda text=text: f"{text} cancelled" in outcomes)
+    reply = await bus.request(req("one", ProsePart(text="quick"), deadline=WAIT), timeout=WAIT)
+    assert reply.text() == "quick"
+    assert outcomes == ["stubborn cancelled", "cut cancelled"]
+    await eventually(lambda: bus.stats().late_replies_dropped >= 1 and bus.stats().expired_requests_dropped >= 1)
+
+
 async def test_cancel_stops_the_handler_and_answers_cancelled(bus: Bus) -> None:
     started = asyncio.Event()
     cancelled = asyncio.Event()

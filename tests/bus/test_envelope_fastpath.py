@@ -195,6 +195,42 @@ def test_any_sender_is_accepted_exactly_when_full_validation_accepts_it(request:
 
 
 @SETTINGS
+@given(
+    request=requests,
+    field=st.sampled_from(["id", "sender", "reply_to", "recipient", "conversation_id", "turn", "chain", "trace"]),
+    bad=hostile,
+)
+def test_a_reply_takes_no_field_of_an_unvalidated_request_on_trust(request: Envelope, field: str, bad: str) -> None:
+    """A reply copies its request's fields: each copied value is re-checked, so a request built with
+    ``model_construct`` (no validation) yields a reply exactly when full validation would accept it."""
+    value: object = (bad,) if field == "chain" else bad
+    forged = Envelope.model_construct(**{**dict(request), field: value})
+    part = ProsePart(text="x")
+    try:
+        expected = Envelope(
+            conversation_id=forged.conversation_id,
+            sender=forged.recipient,
+            recipient=forged.reply_to or forged.sender,
+            kind=Kind.REPLY,
+            correlation_id=forged.id,
+            deadline=forged.deadline,
+            trace=forged.trace,
+            principal=forged.principal,
+            turn=forged.turn,
+            chain=forged.chain,
+            content=[part],
+        )
+    except ValidationError as slow_error:
+        with pytest.raises(ValidationError) as fast_error:
+            forged.reply(part)
+        assert fast_error.value.errors() == slow_error.errors()
+    else:
+        reply = forged.reply(part)
+        assert reply.model_dump(exclude={"id", "created_at"}) == expected.model_dump(exclude={"id", "created_at"})
+        assert Envelope.model_validate(reply.model_dump()) == reply
+
+
+@SETTINGS
 @given(value=hostile | addresses)
 def test_field_checks_match_the_declared_constraints(value: str) -> None:
     assert _is_address(value) == accepts(ADDRESS, value)

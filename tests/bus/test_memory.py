@@ -41,6 +41,36 @@ async def test_full_mailbox_makes_publishers_wait() -> None:
     assert handled == [0, 1, 2, 3]
 
 
+async def test_a_publisher_that_stops_waiting_for_room_passes_its_turn_on() -> None:
+    """Two publishers wait on a full mailbox; the first is cancelled; room goes to the second, nothing is lost."""
+    bus = InMemoryBus()
+    await bus.start()
+    gate = asyncio.Event()
+    handled: list[int] = []
+    entered = asyncio.Event()
+
+    async def sink(envelope: Envelope) -> None:
+        entered.set()
+        await gate.wait()
+        handled.append(envelope.data()[0])
+
+    await bus.subscribe("sink", sink, concurrency=1, mailbox=1)
+    await bus.publish(event(0))
+    await asyncio.wait_for(entered.wait(), 5)
+    await bus.publish(event(1))
+    first = asyncio.create_task(bus.publish(event(2)))
+    second = asyncio.create_task(bus.publish(event(3)))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not first.done() and not second.done(), "both wait while the mailbox is full"
+    first.cancel()
+    gate.set()
+    await asyncio.wait_for(second, 5)
+    await bus.close(drain_timeout=5)
+    assert first.cancelled()
+    assert handled == [0, 1, 3]
+
+
 async def test_stats_count_traffic() -> None:
     bus = InMemoryBus()
     await bus.start()

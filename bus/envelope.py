@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
@@ -121,8 +123,8 @@ class TraceContext(Strict):
     tracestate: str | None = Field(default=None, max_length=512)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+_now: Callable[[], datetime] = partial(datetime.now, UTC)
+"""The current time, timezone-aware (a ``partial``: called for every envelope, without a Python frame)."""
 
 
 class Envelope(Strict):
@@ -384,14 +386,13 @@ def _assemble(
         and (reply_to is None or _is_address(reply_to))
         and type(kind) is Kind
         and (correlation_id is None or _is_id(correlation_id))
-        and _is_conversation(conversation_id)
+        and (conversation_id is None or _is_conversation(conversation_id))
         and (deadline is None or type(deadline) is datetime)
         and (trace is None or type(trace) is TraceContext)
         and type(principal) is Principal
         and (turn is None or _is_id(turn))
         and type(chain) is tuple
-        and len(chain) <= MAX_CHAIN
-        and all(map(_is_address, chain))
+        and (not chain or (len(chain) <= MAX_CHAIN and all(map(_is_address, chain))))
         and 1 <= len(parts) <= MAX_PARTS
         and _PART_TYPES.issuperset(map(type, parts))
     ):

@@ -25,7 +25,7 @@ from gateway.errors import BODY_TIMEOUT_KEY, MAX_BODY_KEY, error_middleware
 from gateway.mad_client import MadClient
 from gateway.mcp_door import McpDoor
 from gateway.redaction import REDACTOR_KEY, redaction_middleware
-from gateway.routes import alerts, api, mcp, metrics, openai, pages, session, stream, voice
+from gateway.routes import alerts, api, mcp, metrics, openai, pages, regeneration, session, stream, voice
 from gateway.security_headers import set_security_headers
 from gateway.server import GatewayRunner
 from gateway.socket_watch import WATCH_KEY, SocketWatch
@@ -34,6 +34,7 @@ from gateway.storage_health import StorageHealth
 from mads.core.directory import Directory
 from mads.core.redaction import SecretRedactor
 from mads.core.settings import Settings
+from regeneration.service import RegenerationService
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,14 @@ WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 class Gateway:
     def __init__(
-        self, settings: Settings, bus: Bus, directory: Directory, data_dir: Path, redactor: SecretRedactor
+        self,
+        settings: Settings,
+        bus: Bus,
+        directory: Directory,
+        data_dir: Path,
+        redactor: SecretRedactor,
+        *,
+        regeneration: RegenerationService | None = None,
     ) -> None:
         self.settings = settings
         self.redactor = redactor
@@ -57,6 +65,7 @@ class Gateway:
             client=MadClient(bus, self.drain, settings.gateway.reply_timeout),
             drain=self.drain,
             storage=StorageHealth(bus),
+            regeneration=regeneration,
         )
         self.auth = AuthContext.build(settings.gateway, bus, AuthStore(auth_dir(data_dir)))
         self.watch = SocketWatch(self.auth)
@@ -88,6 +97,7 @@ class Gateway:
             openai.routes,
             mcp.routes,
             voice.routes,
+            regeneration.routes,
             pages.routes,
         ):
             app.add_routes(table)

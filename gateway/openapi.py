@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway.auth.sessions import COOKIE
+from gateway.routes.regeneration import RejectBody, RunList, RunPath, Started
 from gateway.schemas import (
     Alert,
     AlertList,
@@ -40,6 +41,8 @@ from gateway.schemas import (
     SessionInfo,
     VoiceInfo,
 )
+from regeneration.run import RunSummary
+from regeneration.service import Decided, StartRun
 
 REF = "#/components/schemas/{model}"
 AUTH_ERRORS = (401, 403, 429)
@@ -248,6 +251,59 @@ OPERATIONS: tuple[Operation, ...] = (
         "Whether voice input is available (a speech-to-text model is configured) and the largest recording.",
         VoiceInfo,
         errors=UPSTREAM_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/api/regeneration/runs",
+        "list_regeneration_runs",
+        "Regeneration runs, newest first; `awaiting_approval` marks those waiting for a decision (operators only; "
+        "anyone else gets 403, audited).",
+        RunList,
+        errors=(503,),
+    ),
+    Operation(
+        "post",
+        "/api/regeneration/runs",
+        "start_regeneration",
+        "Regenerate one MAD from its requirements on a pinned model within a budget; the run goes on in the "
+        "background (`GET …/runs/{run_id}`). Operators only. 422 `model_not_pinned` for an alias that can drift.",
+        Started,
+        status=202,
+        body=StartRun,
+        errors=(*BODY_ERRORS, *UPSTREAM_ERRORS),
+    ),
+    Operation(
+        "get",
+        "/api/regeneration/runs/{run_id}",
+        "get_regeneration_run",
+        "One run: its state, the architectural report, the confined test results, the diff (while it waits), the "
+        "cost, the decision and each running ecosystem's reload (operators only).",
+        RunSummary,
+        path_model=RunPath,
+        errors=(404, 503),
+    ),
+    Operation(
+        "post",
+        "/api/regeneration/runs/{run_id}/approve",
+        "approve_regeneration",
+        "Merge the run's change into the source and reload that MAD in the running ecosystem (the others keep "
+        "running). 409 if the run is not awaiting approval. Operators only.",
+        Decided,
+        body=EmptyBody,
+        body_required=False,
+        path_model=RunPath,
+        errors=(*BODY_ERRORS, 404, 409, 503),
+    ),
+    Operation(
+        "post",
+        "/api/regeneration/runs/{run_id}/reject",
+        "reject_regeneration",
+        "Discard the run's change: the source and the running MAD stay as they were. Operators only.",
+        Decided,
+        body=RejectBody,
+        body_required=False,
+        path_model=RunPath,
+        errors=(*BODY_ERRORS, 404, 409, 503),
     ),
     Operation("get", "/api/openapi.json", "openapi", "This document.", None, media_type="application/json"),
 )

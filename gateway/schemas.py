@@ -132,6 +132,7 @@ class MadInfo(Strict):
     alive: bool
     process: str
     tools: list[dict[str, JsonValue]]
+    instance: str = Field("", description="new each time the MAD starts or is reloaded")
 
 
 class Open(BaseModel):

@@ -13,6 +13,7 @@ from gateway.outbox import Outbox
 from gateway.storage_health import StorageHealth
 from mads.core.directory import Directory
 from mads.core.settings import Settings
+from regeneration.service import RegenerationService
 
 
 @dataclass
@@ -27,6 +28,8 @@ class GatewayState:
     """Open stream sockets and their outboxes, so stop can flush and close them."""
     mads_body: tuple[object, bytes] | None = None
     """The last ``GET /api/mads`` body and the directory state it shows (rebuilt when that changes)."""
+    regeneration: RegenerationService | None = None
+    """The ecosystem's regeneration runs (given by the entry point); None where this process has none."""
 
 
 STATE_KEY = web.AppKey("gateway_state", GatewayState)

@@ -22,6 +22,7 @@ from typing import Any
 
 from bus.base import Bus, Redact
 from bus.envelope import DataPart, Envelope, Kind
+from bus.ids import new_id
 from bus.memory import InMemoryBus
 from bus.topics import CONFIG_CHANGE
 from mads import registry
@@ -208,7 +209,7 @@ class Host:
             self.sandbox.grant(mad)
         await mad.start()
         self.mads[name] = mad
-        announcer = PresenceAnnouncer(self.bus, mad.address, mad.name, mad.card(), self.process)
+        announcer = PresenceAnnouncer(self.bus, mad.address, mad.name, mad.card(), self.process, instance=new_id())
         await announcer.start()
         self._announcers.append(announcer)
         return mad

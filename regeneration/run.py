@@ -127,6 +127,8 @@ class RunSummary(BaseModel):
     diff_hash: str | None
     decision: dict[str, JsonValue] | None
     failure: str | None
+    reloads: list[dict[str, JsonValue]] = []
+    """After approval: each running ecosystem's reload of the MAD (``regen_reloaded`` / ``regen_reload_failed``)."""
 
 
 class AllEntry(BaseModel):
@@ -350,6 +352,7 @@ class Regeneration:
         last_ok: dict[str, Any] | None = None
         status, state, failure, decision = "running", "propose", None, None
         calls, cost = 0, 0.0
+        reloads: list[dict[str, JsonValue]] = []
         for e in entries:
             if e.kind == "llm_call":
                 calls += int(e.payload.get("llm_calls", 1))
@@ -366,6 +369,8 @@ class Regeneration:
                 failure = e.payload.get("message") or None
             elif e.kind in ("regen_approved", "regen_rejected"):
                 decision = {"decision": e.kind.removeprefix("regen_"), **e.payload}
+            elif e.kind in ("regen_reloaded", "regen_reload_failed"):
+                reloads.append({"outcome": e.kind.removeprefix("regen_"), "at": e.at, **e.payload})
         diff = None
         if last_ok is not None and decision is None:
             worktree = RegenWorktree.model_validate(record.data["worktree"])
@@ -388,6 +393,7 @@ class Regeneration:
             diff_hash=last_ok["diff_sha256"] if last_ok else None,
             decision=decision,
             failure=failure,
+            reloads=reloads,
         )
 
     async def list_runs(self) -> list[str]:

@@ -71,13 +71,16 @@ class AuthAudit:
             self._last_use.popitem(last=False)
         return True
 
-    async def record(self, event_type: str, actor: str, action: str, details: dict[str, JsonValue]) -> None:
-        """Append a success record through McNamara's ``record`` tool; :class:`AuditUnavailable` if it fails."""
+    async def record(
+        self, event_type: str, actor: str, action: str, details: dict[str, JsonValue], *, outcome: str = "success"
+    ) -> None:
+        """Append a record (a success unless ``outcome`` says otherwise) through McNamara's ``record`` tool;
+        :class:`AuditUnavailable` if it fails."""
         arguments: dict[str, JsonValue] = {
             "event_type": event_type,
             "actor": actor,
             "action": action,
-            "outcome": "success",
+            "outcome": outcome,
             "details": details,
         }
         envelope = Envelope(

@@ -45,6 +45,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 BEARER_CHALLENGE = 'Bearer realm="mad-ecosystem"'
 LOGIN_PATH = "/login"
+PAGES = frozenset({"/", "/regeneration"})
+"""Pages a signed-out browser is sent to the login page from."""
 
 
 def route_pattern(request: web.Request) -> str | None:
@@ -170,7 +172,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     identity = await authenticate(request)
     if identity is None:
-        if request.path == "/" and _wants_html(request):
+        if request.path in PAGES and _wants_html(request):
             raise web.HTTPSeeOther(LOGIN_PATH)
         raise unauthorized("authentication required: send 'Authorization: Bearer <token>' or sign in at /login")
     retry = auth.per_principal.take(identity.principal)

@@ -79,6 +79,7 @@ async def list_mads(request: web.Request) -> web.Response:
                 alive=e.alive,
                 process=e.process,
                 tools=list(e.card.get("tools", [])),
+                instance=e.instance,
             ).model_dump(mode="json")
             for e in directory.entries()
         ]

@@ -22,6 +22,12 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
 
+@routes.get("/regeneration")
+async def regeneration_page(request: web.Request) -> web.FileResponse:
+    """The operator's page of regeneration runs waiting for approval (data through the API, like the chat)."""
+    return web.FileResponse(STATIC_DIR / "regeneration.html")
+
+
 @routes.get("/login")
 async def login_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(PUBLIC_DIR / "login.html")

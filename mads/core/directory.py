@@ -42,6 +42,8 @@ class PresenceAnnouncement(Strict):
     status: Literal["up", "down"]
     process: str
     card: dict[str, Any] = Field(default_factory=dict)
+    instance: str = ""
+    """New each time the MAD starts (a reload included): the same instance means the MAD was not restarted."""
 
 
 class DirectoryEntry(Strict):
@@ -51,17 +53,28 @@ class DirectoryEntry(Strict):
     alive: bool
     last_seen_s_ago: float
     card: dict[str, Any]
+    instance: str = ""
 
 
 class PresenceAnnouncer:
     """Announces one MAD: at start, on a heartbeat, on queries, and at stop."""
 
     def __init__(
-        self, bus: Bus, address: str, name: str, card: dict[str, Any], process: str, *, heartbeat: float = HEARTBEAT
+        self,
+        bus: Bus,
+        address: str,
+        name: str,
+        card: dict[str, Any],
+        process: str,
+        *,
+        heartbeat: float = HEARTBEAT,
+        instance: str = "",
     ) -> None:
         self.bus = bus
         self.heartbeat = heartbeat
-        self.announcement = PresenceAnnouncement(mad=name, address=address, status="up", process=process, card=card)
+        self.announcement = PresenceAnnouncement(
+            mad=name, address=address, status="up", process=process, card=card, instance=instance
+        )
         self._task: asyncio.Task[None] | None = None
         self._query_sub: Subscription | None = None
 
@@ -175,6 +188,7 @@ class Directory:
             alive=now - seen <= self.expiry,
             last_seen_s_ago=round(now - seen, 3),
             card=a.card,
+            instance=a.instance,
         )
 
     def is_alive(self, address: str) -> bool:

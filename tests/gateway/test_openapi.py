@@ -23,6 +23,7 @@ from tests.support.ecosystem import Running, ecosystem_settings, running
 NOT_IN_THE_DOCUMENT = {
     "/",
     "/login",
+    "/regeneration",
     "/static",
     "/public",
     "/api/conversations/{conversation_id}/stream",

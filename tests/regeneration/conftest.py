@@ -6,8 +6,6 @@ so the tests never touch the repository they run from; each test clones it.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,37 +20,18 @@ from regeneration.run import Regeneration, RegenerationContext
 from regeneration.worktree import WorktreeManager
 from tests.regeneration.support import PINNED, ping_tests
 from tests.support.ecosystem import Running
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+from tests.support.regeneration import clone_source, source_origin
 
 
 @pytest.fixture(scope="session")
 def ecosystem_source_origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    origin = tmp_path_factory.mktemp("ecosystem-source")
-    files = _git(ROOT, "ls-files", "-co", "--exclude-standard", "-z").split("\0")
-    for name in filter(None, files):
-        source = ROOT / name
-        if source.is_file():
-            (origin / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, origin / name)
-    _git(origin, "init", "-q", "-b", "main")
-    _git(origin, "add", "-A")
-    _git(origin, "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-q", "-m", "the running tree")
-    return origin
+    return source_origin(tmp_path_factory.mktemp("ecosystem-source"))
 
 
 @pytest.fixture
 def ecosystem_source(ecosystem_source_origin: Path, tmp_path: Path) -> Path:
     """A clone of the ecosystem's source, on ``main``, owned by this test."""
-    clone = tmp_path / "source"
-    subprocess.run(["git", "clone", "-q", str(ecosystem_source_origin), str(clone)], check=True)
-    _git(clone, "config", "user.name", "test")
-    _git(clone, "config", "user.email", "test@localhost")
-    return clone
+    return clone_source(ecosystem_source_origin, tmp_path / "source")
 
 
 @pytest.fixture

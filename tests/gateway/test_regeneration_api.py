@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+
 from tests.gateway.conftest import assert_error
 from tests.support.ecosystem import Running
 
@@ -64,3 +66,17 @@ async def test_an_operator_sees_the_runs_and_bad_input_is_named(ecosystem: Runni
     assert_error(body, "model_not_pinned")
     status, body = await ecosystem.get("/api/regeneration/runs")
     assert (status, body) == (200, {"runs": []})
+
+
+async def test_the_page_sends_a_signed_out_browser_to_sign_in(ecosystem: Running) -> None:
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.get(
+            ecosystem.at("/regeneration"), headers={"Accept": "text/html"}, allow_redirects=False
+        ) as response,
+    ):
+        assert response.status == 303
+        assert response.headers["Location"] == "/login"
+    status, page = await ecosystem.get("/regeneration")
+    assert status == 200 and '<script src="/static/regeneration.js" type="module">' in page
+    assert "<script>" not in page and "style=" not in page  # nothing inline: the CSP forbids it

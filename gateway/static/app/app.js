@@ -511,6 +511,7 @@ els.logout.addEventListener("click", async () => {
 async function start() {
   state.session = await api("/api/session");
   els.who.textContent = `Signed in as ${state.session.principal} (${state.session.role})`;
+  $("regeneration-link").hidden = state.session.role !== "operator";
   loadAlerts();
   setInterval(loadAlerts, ALERT_POLL_MS);
   await loadConversations();

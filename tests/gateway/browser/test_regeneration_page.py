@@ -54,11 +54,20 @@ async def test_an_operator_reviews_and_approves_a_run_on_the_page(
         page = await context.new_page()
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        # Every request of the page answers; the browser's own /favicon.ico probe (no icon is served) aside.
+        page.on(
+            "response",
+            lambda r: (
+                problems.append(f"{r.status} {r.url}")
+                if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                else None
+            ),
+        )
         try:
             await page.goto(eco.login_link)
             await expect(page.locator("#who")).to_have_text("Signed in as admin (operator)")
-            await page.goto(eco.at("/regeneration"))
+            await page.get_by_role("link", name="Regeneration").click()  # shown to operators on the chat page
+            await expect(page).to_have_url(eco.at("/regeneration"))
             await expect(page.locator("#who")).to_have_text("Signed in as admin (operator)")
             card = page.locator(f'article.run-card[data-run="{run_id}"]')
             await expect(card.get_by_role("heading", level=3)).to_have_text(f"mcnamara — run {run_id}")

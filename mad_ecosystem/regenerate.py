@@ -13,6 +13,10 @@ Fiedler), drives the run to its end and prints its summary; the run waits for ``
 ``reject``. Runs are kept in ``<data_dir>/regeneration/runs.db``; worktrees in
 ``<data_dir>/regeneration/worktrees``. The person deciding is the operator named by ``--by``
 (default: the login name).
+
+``approve`` needs no connection to a running ecosystem: every running ecosystem on the same data
+directory follows the run log and reloads the approved MAD (only that one) within a second; ``show``
+lists each reload (``reloads``) with the process that made it.
 """
 
 from __future__ import annotations

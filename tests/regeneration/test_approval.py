@@ -17,6 +17,8 @@ from tests.support.llm_server import ScriptedLLM
 from tests.support.regeneration import (
     PING_REQUIREMENT,
     PING_TESTS,
+    REFUSAL,
+    change_that_cannot_start,
     ecosystem_child,
     edit_requirement,
     head,
@@ -95,3 +97,33 @@ async def test_reject_changes_nothing_and_approval_from_the_cli_reloads_only_tha
         }
         status, shown = await eco.get(f"/api/regeneration/runs/{started['run_id']}")
         assert shown["decision"]["decision"] == "approved" and shown["decision"]["by"] == "operator:ops"
+
+
+async def test_an_approved_change_that_cannot_start_leaves_the_old_mad_running_and_says_why(
+    tmp_path: Path, llm_server: ScriptedLLM, ecosystem_source: Path
+) -> None:
+    edit_requirement(ecosystem_source)
+    config = write_config(tmp_path / "ecosystem.toml", llm_server.base_url)
+    async with ecosystem_child(ecosystem_source, config, tmp_path / "data", tmp_path / "ecosystem.log") as eco:
+        instances = await eco.instances()
+        llm_server.script(change_that_cannot_start(ecosystem_source))
+        status, started = await eco.post("/api/regeneration/runs", START)
+        assert status == 202, started
+        assert (await run_ended(eco, started["run_id"]))["state"] == "awaiting_approval"
+
+        # Approved through the gateway: merged, but the reload fails and the old McNamara is put back.
+        status, decided = await eco.post(f"/api/regeneration/runs/{started['run_id']}/approve")
+        assert status == 200, decided
+        assert decided["decision"] == "approved" and decided["reloaded"] == [], decided
+        assert head(ecosystem_source) == decided["merged"]
+        status, shown = await eco.get(f"/api/regeneration/runs/{started['run_id']}")
+        [failed] = shown["reloads"]
+        assert failed["outcome"] == "reload_failed" and REFUSAL in failed["error"], failed
+
+        assert "ping" not in await eco.tools("mcnamara")
+        audit = await eco.command('/mcnamara tail {"n": 1}')  # the old McNamara answers
+        assert audit["error"] is None and len(audit["data"][0]) == 1, audit
+        now = await eco.instances()
+        assert {m: now[m] for m in ("rogers", "fiedler", "grace")} == {
+            m: instances[m] for m in ("rogers", "fiedler", "grace")
+        }

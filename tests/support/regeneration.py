@@ -101,6 +101,21 @@ def ping_change(source: Path) -> Reply:
     return Reply(text=json.dumps({"outcome": "proposed", "message": "McNamara answers ping", "files": files}))
 
 
+REFUSAL = "McNamara refuses to start"
+
+
+def change_that_cannot_start(source: Path) -> Reply:
+    """The ping change, but McNamara's ``on_start`` raises: its tests pass confined (they never start it),
+    yet the running ecosystem cannot start it."""
+    files = json.loads(ping_change(source).text)["files"]
+    start = "    async def on_start(self) -> None:\n"
+    assert start in files["mads/mcnamara/mad.py"], "McNamara's module changed: update the scripted change"
+    files["mads/mcnamara/mad.py"] = files["mads/mcnamara/mad.py"].replace(
+        start, f"{start}        raise RuntimeError({REFUSAL!r})\n", 1
+    )
+    return Reply(text=json.dumps({"outcome": "proposed", "message": "McNamara answers ping", "files": files}))
+
+
 def write_config(path: Path, llm_base_url: str) -> Path:
     model = {"name": "scripted", "model": "openai/scripted", "api_base": llm_base_url, "roles": ["imperator"]}
     lines = [

@@ -9,7 +9,17 @@ const els = {
   waiting: document.getElementById("waiting"),
   waitingEmpty: document.getElementById("waiting-empty"),
   rows: document.getElementById("run-rows"),
+  form: document.getElementById("start-form"),
+  mad: document.getElementById("start-mad"),
+  model: document.getElementById("start-model"),
+  modelId: document.getElementById("start-model-id"),
+  calls: document.getElementById("start-calls"),
+  cost: document.getElementById("start-cost"),
+  tests: document.getElementById("start-tests"),
 };
+const POLL_MS = 2000; // while a run is running, the list is asked again (it finishes in minutes)
+let shownWaiting = "";
+let polling = null;
 let session = null;
 const FILE_STATUS = { A: "added", M: "modified", D: "deleted", R: "renamed" };
 
@@ -214,11 +224,49 @@ async function refresh(clearStatus = true) {
   const { runs } = await api("/api/regeneration/runs");
   els.rows.replaceChildren(...runs.map(row));
   const waiting = runs.filter((r) => r.awaiting_approval);
-  const details = await Promise.all(
-    waiting.map((r) => api(`/api/regeneration/runs/${encodeURIComponent(r.run_id)}`)),
-  );
-  els.waiting.replaceChildren(...details.map(runCard));
-  els.waitingEmpty.hidden = details.length > 0;
+  const ids = waiting.map((r) => r.run_id).join(" ");
+  if (ids !== shownWaiting) {
+    // Cards are redrawn only when the set waiting changes, so a reason being typed is not lost.
+    const details = await Promise.all(
+      waiting.map((r) => api(`/api/regeneration/runs/${encodeURIComponent(r.run_id)}`)),
+    );
+    els.waiting.replaceChildren(...details.map(runCard));
+    shownWaiting = ids;
+  }
+  els.waitingEmpty.hidden = waiting.length > 0;
+  clearTimeout(polling);
+  if (runs.some((r) => r.status === "running")) {
+    polling = setTimeout(() => refresh(false).catch((error) => showError(error.message)), POLL_MS);
+  }
+}
+
+async function loadMads() {
+  const { mads } = await api("/api/mads");
+  const names = [...new Set(mads.map((m) => m.name))].sort();
+  els.mad.replaceChildren(...names.map((name) => Object.assign(el("option", name), { value: name })));
+}
+
+async function start(event) {
+  event.preventDefault();
+  showError("");
+  const body = { mad: els.mad.value, model: els.model.value.trim(), model_id: els.modelId.value.trim() };
+  if (els.calls.value) body.max_calls = Number(els.calls.value);
+  if (els.cost.value) body.max_cost_usd = Number(els.cost.value);
+  const tests = els.tests.value.trim().split(/\s+/).filter(Boolean);
+  if (tests.length) body.tests = tests;
+  const button = els.form.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    const started = await api("/api/regeneration/runs", { method: "POST", body: JSON.stringify(body) });
+    els.status.textContent = `Started run ${started.run_id} for ${started.mad}: the change is written, checked and `
+      + "tested confined; it appears below when it waits for approval.";
+    await refresh(false);
+  } catch (error) {
+    const fields = error.info && error.info.fields ? error.info.fields.map((f) => `${f.field}: ${f.reason}`) : [];
+    showError(`Could not start: ${fields.length ? fields.join("; ") : error.message}`);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function main() {
@@ -228,9 +276,11 @@ async function main() {
     if (session.role !== "operator") {
       showError("Regeneration is for operators.");
       els.waitingEmpty.hidden = true;
+      els.form.hidden = true;
       return;
     }
-    await refresh();
+    els.form.addEventListener("submit", start);
+    await Promise.all([loadMads(), refresh()]);
   } catch (error) {
     if (error.message !== "signed out") showError(error.message);
   }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Response, expect
 
 from tests.gateway.browser.conftest import ARTIFACTS
 from tests.support.llm_server import ScriptedLLM
@@ -43,32 +43,41 @@ async def test_an_operator_reviews_and_approves_a_run_on_the_page(
     config = write_config(tmp_path / "ecosystem.toml", llm_server.base_url)
     async with ecosystem_child(source, config, tmp_path / "data", tmp_path / "ecosystem.log") as eco:
         llm_server.script(ping_change(source))
-        start = {"mad": "mcnamara", "model": "scripted", "model_id": "openai/scripted", "tests": PING_TESTS}
-        status, started = await eco.post("/api/regeneration/runs", start)
-        assert status == 202, started
-        run_id = started["run_id"]
-        assert (await run_ended(eco, run_id))["state"] == "awaiting_approval"
         before = await eco.instances()
 
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
         page = await context.new_page()
         problems: list[str] = []
         page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
-        # Every request of the page answers; the browser's own /favicon.ico probe (no icon is served) aside.
-        page.on(
-            "response",
-            lambda r: (
-                problems.append(f"{r.status} {r.url}")
-                if r.status >= 400 and not r.url.endswith("/favicon.ico")
-                else None
-            ),
-        )
+
+        def answered(response: Response) -> None:
+            """Every request of the page answers — but the alias refused on purpose, and the browser's own
+            /favicon.ico probe (no icon is served)."""
+            refused_on_purpose = response.request.method == "POST" and response.status == 422
+            if response.status >= 400 and not refused_on_purpose and not response.url.endswith("/favicon.ico"):
+                problems.append(f"{response.status} {response.url}")
+
+        page.on("response", answered)
         try:
             await page.goto(eco.login_link)
             await expect(page.locator("#who")).to_have_text("Signed in as admin (operator)")
             await page.get_by_role("link", name="Regeneration").click()  # shown to operators on the chat page
             await expect(page).to_have_url(eco.at("/regeneration"))
             await expect(page.locator("#who")).to_have_text("Signed in as admin (operator)")
+            await expect(page.locator("#waiting-empty")).to_be_visible()
+
+            # Start a run from the page: a drifting alias is refused with the reason, the pinned model starts.
+            await page.get_by_label("MAD", exact=True).select_option("mcnamara")
+            await page.get_by_label("Model (Fiedler name)").fill("scripted")
+            await page.get_by_label("Exact model id").fill("openai/gpt-4o")
+            await page.get_by_label("Tests (paths, space-separated)").fill(" ".join(PING_TESTS))
+            await page.get_by_role("button", name="Start").click()
+            await expect(page.locator("#regen-error")).to_contain_text("Could not start: model:")
+            await page.get_by_label("Exact model id").fill("openai/scripted")
+            await page.get_by_role("button", name="Start").click()
+            await expect(page.locator("#regen-status")).to_contain_text("Started run ")
+            run_id = (await page.locator("#run-rows tr").first.get_attribute("data-run")) or ""
+            assert (await run_ended(eco, run_id))["state"] == "awaiting_approval"  # the page polls meanwhile
             card = page.locator(f'article.run-card[data-run="{run_id}"]')
             await expect(card.get_by_role("heading", level=3)).to_have_text(f"mcnamara — run {run_id}")
             await expect(card.locator("pre.diff")).to_contain_text("+    async def ping(self, args: NoArgs)")

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from bus.envelope import CommandPart, Principal
+from bus.envelope import CommandPart, FieldError, Principal
 from gateway.auth.audit import AuditUnavailable
 from gateway.auth.context import auth_of
 from gateway.auth.guard import client_ip
@@ -104,10 +104,8 @@ def _fiedler_for(
     client = state_of(request).client
 
     async def fiedler(tool: str, arguments: dict[str, JsonValue]) -> JsonValue:
-        envelope = client.envelope(
-            FIEDLER, CommandPart(tool=tool, arguments=arguments), principal=principal, conversation_id=None,
-            timeout=timeout,
-        )  # fmt: skip
+        command = CommandPart(tool=tool, arguments=arguments)
+        envelope = client.envelope(FIEDLER, command, principal=principal, conversation_id=None, timeout=timeout)
         reply = await client.send(envelope)
         if reply.error is not None:
             raise upstream_error(FIEDLER, reply.error)
@@ -132,11 +130,14 @@ async def start_run(request: web.Request) -> web.Response:
     try:
         run_id = await service.start(body, principal, _fiedler_for(request, principal, body.max_seconds))
     except ModelNotPinned as exc:
-        raise ApiError(422, "model_not_pinned", str(exc)) from None
+        pinned = [FieldError(field="body.model_id", reason=str(exc))]
+        raise ApiError(422, "model_not_pinned", str(exc), pinned) from None
     except RegenerationUnavailable as exc:
         raise ApiError(503, "regeneration_unavailable", str(exc)) from None
-    except ValueError as exc:
-        raise ApiError(422, "invalid_request", str(exc)) from None
+    except ValueError as exc:  # "mad: unknown MAD …": the field is named before the colon
+        named = str(exc).split(":", 1)[0]
+        fields = [FieldError(field=f"body.{named}", reason=str(exc))] if named in StartRun.model_fields else []
+        raise ApiError(422, "invalid_request", str(exc), fields) from None
     await _audit(request, "start", {"run_id": run_id, "mad": body.mad, "model": body.model, "model_id": body.model_id})
     return web.json_response(Started(run_id=run_id, mad=body.mad).model_dump(mode="json"), status=202)
 

@@ -60,10 +60,11 @@ async def test_an_operator_sees_the_runs_and_bad_input_is_named(ecosystem: Runni
     assert_error(body, "invalid_request", "body.max_calls", "body.colour")
     status, body = await ecosystem.post("/api/regeneration/runs", {**start, "mad": "nosuchmad"})
     assert status == 422 and "unknown MAD 'nosuchmad'" in body["error"]["message"], body
+    assert_error(body, "invalid_request", "body.mad")
     # An alias that can drift is refused before anything is made.
     status, body = await ecosystem.post("/api/regeneration/runs", {**start, "model_id": "openai/gpt-4o"})
     assert status == 422
-    assert_error(body, "model_not_pinned")
+    assert_error(body, "model_not_pinned", "body.model_id")
     status, body = await ecosystem.get("/api/regeneration/runs")
     assert (status, body) == (200, {"runs": []})
 

@@ -72,7 +72,7 @@ async def test_an_operator_reviews_and_approves_a_run_on_the_page(
             await page.get_by_label("Exact model id").fill("openai/gpt-4o")
             await page.get_by_label("Tests (paths, space-separated)").fill(" ".join(PING_TESTS))
             await page.get_by_role("button", name="Start").click()
-            await expect(page.locator("#regen-error")).to_contain_text("Could not start: model:")
+            await expect(page.locator("#regen-error")).to_contain_text("Could not start: body.model_id: model:")
             await page.get_by_label("Exact model id").fill("openai/scripted")
             await page.get_by_role("button", name="Start").click()
             await expect(page.locator("#regen-status")).to_contain_text("Started run ")

@@ -28,7 +28,7 @@ class Ecosystem:
     def __init__(self, settings: Settings, *, redactor: SecretRedactor = REDACTOR, source: Path = SOURCE) -> None:
         self.settings = settings
         self.host = Host(settings, redactor=redactor)
-        self.regeneration = RegenerationService(source, self.host.data_dir / "regeneration")
+        self.regeneration = RegenerationService(source, self.host.data_dir)
         self.gateway: Gateway | None = None
         self.url: str | None = None
 

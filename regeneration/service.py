@@ -35,6 +35,7 @@ from regeneration.worktree import WorktreeManager
 
 log = logging.getLogger(__name__)
 
+HOME = "regeneration"
 RUNS_DB = "runs.db"
 WORKTREES = "worktrees"
 POLL_INTERVAL = 1.0
@@ -108,19 +109,22 @@ def is_git_checkout(path: Path) -> bool:
 
 
 class RegenerationService:
-    """Starts, lists, shows and decides runs over ``<home>/runs.db``; follows approvals into the running MADs."""
+    """Starts, lists, shows and decides runs over ``<data_dir>/regeneration/runs.db``; follows approvals into the
+    running MADs."""
 
     def __init__(
         self,
         source: Path,
-        home: Path,
+        data_dir: Path,
         *,
         python: str = sys.executable,
         confinement: Confinement | None = None,
         interval: float = POLL_INTERVAL,
     ) -> None:
         self.source = source
-        self.home = home
+        self.data_dir = data_dir
+        """The ecosystem's data: a change adding a migration is rehearsed on a copy of its MAD's databases."""
+        self.home = data_dir / HOME
         self.python = python
         self.confinement = confinement or Confinement()
         self.interval = interval
@@ -167,6 +171,7 @@ class RegenerationService:
                 model=model,
                 budget=budget,
                 python=self.python,
+                data_dir=self.data_dir,
             )
         )
 

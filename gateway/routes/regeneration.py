@@ -119,7 +119,11 @@ def _fiedler_for(
 async def list_runs(request: web.Request) -> web.Response:
     """Every regeneration run, newest first; ``awaiting_approval`` marks those waiting for a decision."""
     service = await _operator(request, "list")
-    return web.json_response(RunList(runs=await service.runs()).model_dump(mode="json"))
+    try:
+        runs = await service.runs()
+    except RegenerationUnavailable as exc:
+        raise ApiError(503, "regeneration_unavailable", str(exc)) from None
+    return web.json_response(RunList(runs=runs).model_dump(mode="json"))
 
 
 @routes.post("/api/regeneration/runs")
@@ -150,6 +154,8 @@ async def show_run(request: web.Request) -> web.Response:
         summary = await service.summary(_run_id(request))
     except KeyError:
         raise ApiError(404, "not_found", "no such regeneration run") from None
+    except RegenerationUnavailable as exc:
+        raise ApiError(503, "regeneration_unavailable", str(exc)) from None
     return web.json_response(summary.model_dump(mode="json"))
 
 

@@ -6,12 +6,14 @@ Runs themselves (a change, confined tests, approval and reload) are proven end t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.gateway.conftest import assert_error
-from tests.support.ecosystem import Running
+from tests.gateway.conftest import GATEWAY_MADS, assert_error
+from tests.support.ecosystem import Running, ecosystem_settings, running
+from tests.support.llm_server import ScriptedLLM
 
 ROUTES = [
     ("get", "/api/regeneration/runs", None),
@@ -81,3 +83,18 @@ async def test_the_page_sends_a_signed_out_browser_to_sign_in(ecosystem: Running
     status, page = await ecosystem.get("/regeneration")
     assert status == 200 and '<script src="/static/regeneration.js" type="module">' in page
     assert "<script>" not in page and "style=" not in page  # nothing inline: the CSP forbids it
+
+
+async def test_a_process_not_running_from_a_git_checkout_says_it_cannot_regenerate(
+    tmp_path: Path, llm_server: ScriptedLLM
+) -> None:
+    settings = ecosystem_settings(tmp_path / "data", llm_server.base_url, mads=GATEWAY_MADS)
+    (tmp_path / "installed").mkdir()
+    async with running(settings, source=tmp_path / "installed") as eco:
+        start = {"mad": "mcnamara", "model": "scripted", "model_id": "openai/scripted"}
+        status, body = await eco.post("/api/regeneration/runs", start)
+        assert status == 503
+        error = assert_error(body, "regeneration_unavailable")
+        assert "not a git checkout" in error["message"]
+        status, body = await eco.get("/api/regeneration/runs")
+        assert status == 503 and body["error"]["code"] == "regeneration_unavailable", body

@@ -151,10 +151,12 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, *, principal: str = TEST_PRINCIPAL, role: str = "operator"
+    settings: Settings, *, principal: str = TEST_PRINCIPAL, role: str = "operator", source: Path | None = None
 ) -> AsyncIterator[Running]:
-    """Start the ecosystem with ``settings``, wait until every MAD is announced, sign in, stop it on exit."""
-    ecosystem = Ecosystem(settings)
+    """Start the ecosystem with ``settings``, wait until every MAD is announced, sign in, stop it on exit.
+
+    ``source`` is the tree regeneration approvals would merge into (default: this checkout)."""
+    ecosystem = Ecosystem(settings) if source is None else Ecosystem(settings, source=source)
     await ecosystem.start()
     try:
         host = ecosystem.host

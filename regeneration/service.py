@@ -251,7 +251,12 @@ class RegenerationService:
     async def follow(self, reload: Reload, running: Callable[[], Iterable[str]], process: str) -> None:
         """Reload the MADs of this process when a run for them is approved from now on (here or elsewhere)."""
         self._reload, self._running, self._process = reload, running, process
-        self._seen = await self._last_approval()
+        try:
+            self._seen = await self._last_approval()
+        except Exception:  # the ecosystem runs on; approvals are not followed and the operator is told why
+            log.exception("regeneration: %s cannot be read; approvals will not be reloaded here", self.db_path)
+            self._reload = None
+            return
         self._task = asyncio.create_task(self._poll(), name="regeneration:follow-approvals")
 
     async def _last_approval(self) -> int:

@@ -211,7 +211,7 @@ function row(brief) {
     id,
     el("td", brief.mad),
     el("td", brief.started_by),
-    el("td", `${brief.status} · ${brief.state}`),
+    el("td", brief.decision ? brief.status : `${brief.status} · ${brief.state.replaceAll("_", " ")}`),
     el("td", brief.decision || (brief.awaiting_approval ? "waiting" : "—")),
     el("td", brief.llm_calls),
     el("td", money(brief.cost_usd)),

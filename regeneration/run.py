@@ -128,7 +128,10 @@ class RunSummary(BaseModel):
     decision: dict[str, JsonValue] | None
     failure: str | None
     reloads: list[dict[str, JsonValue]] = []
-    """After approval: each running ecosystem's reload of the MAD (``regen_reloaded`` / ``regen_reload_failed``)."""
+    """After approval (or its rollback): each running ecosystem's reload of the MAD (``regen_reloaded`` /
+    ``regen_reload_failed``; ``after: "rollback"`` when the reload followed a rollback)."""
+    rolled_back: dict[str, JsonValue] | None = None
+    """The rollback that returned the MAD to the version before this run's: who, when, the new commit."""
 
 
 class AllEntry(BaseModel):
@@ -353,6 +356,7 @@ class Regeneration:
         status, state, failure, decision = "running", "propose", None, None
         calls, cost = 0, 0.0
         reloads: list[dict[str, JsonValue]] = []
+        rolled_back: dict[str, JsonValue] | None = None
         for e in entries:
             if e.kind == "llm_call":
                 calls += int(e.payload.get("llm_calls", 1))
@@ -371,6 +375,8 @@ class Regeneration:
                 decision = {"decision": e.kind.removeprefix("regen_"), **e.payload}
             elif e.kind in ("regen_reloaded", "regen_reload_failed"):
                 reloads.append({"outcome": e.kind.removeprefix("regen_"), "at": e.at, **e.payload})
+            elif e.kind == "regen_rolled_back":
+                rolled_back = {"at": e.at, **e.payload}
         diff = None
         if last_ok is not None and decision is None:
             worktree = RegenWorktree.model_validate(record.data["worktree"])
@@ -394,6 +400,7 @@ class Regeneration:
             decision=decision,
             failure=failure,
             reloads=reloads,
+            rolled_back=rolled_back,
         )
 
     async def list_runs(self) -> list[str]:
@@ -422,9 +429,30 @@ class Regeneration:
         await self.ctx.log.append(run_id, "regen_rejected", {"by": str(approver), "reason": reason[:2000]})
 
     async def rollback(self, mad: str, principal: Principal) -> str:
+        """Return ``mad`` to its previous approved version; the new commit.
+
+        The rollback is recorded on the run whose approved version it undoes (``regen_rolled_back``), so a
+        running ecosystem that follows the log reloads the MAD with the restored code, as after an approval.
+        """
         if not principal.is_operator:
             raise DecisionRefused(f"rollback: {principal} is not an operator")
-        return await self.ctx.worktrees.rollback(mad)
+        undone = await self._last_standing_approval(mad)
+        commit = await self.ctx.worktrees.rollback(mad)
+        if undone is not None:
+            await self.ctx.log.append(undone, "regen_rolled_back", {"by": str(principal), "mad": mad, "commit": commit})
+        return commit
+
+    async def _last_standing_approval(self, mad: str) -> str | None:
+        """The latest approved run of ``mad`` that no rollback has undone yet."""
+        rows = await self.ctx.log.db.execute_fetchall(
+            "SELECT e.run_id FROM entries e JOIN runs r ON r.id = e.run_id"
+            " WHERE r.workflow = ? AND json_extract(r.data, '$.mad') = ? AND e.kind = 'regen_approved'"
+            " AND NOT EXISTS (SELECT 1 FROM entries u WHERE u.run_id = e.run_id AND u.kind = 'regen_rolled_back')"
+            " ORDER BY e.rowid DESC LIMIT 1",
+            ("regeneration", mad),
+        )
+        rows = list(rows)
+        return str(rows[0][0]) if rows else None
 
     async def _decidable(self, run_id: str, approver: Principal) -> RunSummary:
         if not approver.is_operator:

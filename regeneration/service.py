@@ -8,7 +8,8 @@ the same log the command line uses, so a run started in one place is decided in 
 
 How an approval reaches the running MAD, wherever it was given: approval merges the run's branch into
 the source and appends ``regen_approved`` to the run log. Every running ecosystem *follows* that log
-(:meth:`RegenerationService.follow`): it polls for ``regen_approved`` entries newer than the ones it saw
+(:meth:`RegenerationService.follow`): it polls for ``regen_approved`` entries (and ``regen_rolled_back``,
+written by ``regenerate --rollback``, which restores the previous approved version) newer than the ones it saw
 at start-up (every ``interval`` seconds, a cheap indexed read; at once after an approval given in this
 process), reloads each approved MAD it runs, and records ``regen_reloaded`` (or ``regen_reload_failed``
 with the reason: the old code is kept running) with its process name. The other MADs are not touched.
@@ -263,7 +264,9 @@ class RegenerationService:
         log_ = await self._opened(create=False)
         if log_ is None:
             return 0
-        async with log_.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM entries WHERE kind = 'regen_approved'") as cur:
+        async with log_.db.execute(
+            "SELECT COALESCE(MAX(rowid), 0) FROM entries WHERE kind IN ('regen_approved', 'regen_rolled_back')"
+        ) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -287,12 +290,14 @@ class RegenerationService:
         if log_ is None:
             return []
         async with log_.db.execute(
-            "SELECT rowid, run_id FROM entries WHERE kind = 'regen_approved' AND rowid > ? ORDER BY rowid",
+            "SELECT rowid, run_id, kind FROM entries"
+            " WHERE kind IN ('regen_approved', 'regen_rolled_back') AND rowid > ? ORDER BY rowid",
             (self._seen,),
         ) as cur:
-            approvals = [(int(row[0]), str(row[1])) for row in await cur.fetchall()]
+            approvals = [(int(row[0]), str(row[1]), str(row[2])) for row in await cur.fetchall()]
         reloaded = []
-        for rowid, run_id in approvals:
+        for rowid, run_id, kind in approvals:
+            after = {"after": "rollback"} if kind == "regen_rolled_back" else {}
             self._seen = rowid
             record = await log_.run(run_id)
             if record is None:
@@ -307,11 +312,11 @@ class RegenerationService:
                 await log_.append(
                     run_id,
                     "regen_reload_failed",
-                    {"mad": mad, "process": self._process, "error": f"{type(exc).__name__}: {exc}"[:2000]},
+                    {"mad": mad, "process": self._process, "error": f"{type(exc).__name__}: {exc}"[:2000], **after},
                 )
                 continue
             log.info("regeneration: reloaded %s (run %s approved)", mad, run_id)
-            await log_.append(run_id, "regen_reloaded", {"mad": mad, "process": self._process})
+            await log_.append(run_id, "regen_reloaded", {"mad": mad, "process": self._process, **after})
             reloaded.append(mad)
         return reloaded
 

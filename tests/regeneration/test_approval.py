@@ -1,6 +1,7 @@
 """Issue 11, the first "done when": a requirement edited, a regeneration run through the running ecosystem's
 gateway, rejected (nothing changes), run again and approved from the command line in another process — and
-the running ecosystem serves McNamara's new tool without restarting the other MADs.
+the running ecosystem serves McNamara's new tool without restarting the other MADs; then rolled back from the
+command line, and the running ecosystem serves the code before, again restarting McNamara alone.
 
 Everything is real: ``python ecosystem.py`` started from a clone of the source, its gateway on loopback,
 Fiedler reaching the scripted LLM over HTTP, git, and the tests run confined by bubblewrap.
@@ -97,6 +98,24 @@ async def test_reject_changes_nothing_and_approval_from_the_cli_reloads_only_tha
         }
         status, shown = await eco.get(f"/api/regeneration/runs/{started['run_id']}")
         assert shown["decision"]["decision"] == "approved" and shown["decision"]["by"] == "operator:ops"
+
+        # Rolled back from the command line: the running ecosystem reloads McNamara with the code before.
+        code, out, err = await eco.cli("regenerate", "mcnamara", "--rollback", "--by", "ops")
+        assert code == 0, err
+        assert head(ecosystem_source) == json.loads(out)["rolled_back"]
+        assert "async def ping" not in (ecosystem_source / "mads/mcnamara/mad.py").read_text()
+        reload = await reloaded(eco, started["run_id"], nth=1)
+        assert reload["outcome"] == "reloaded" and reload["after"] == "rollback", reload
+        assert "ping" not in await eco.tools("mcnamara")
+        refused = await eco.command("/mcnamara ping {}")
+        assert refused["error"] is not None and "ping" in refused["error"]["message"], refused
+        after = await eco.instances()
+        assert after["mcnamara"] not in (instances["mcnamara"], now["mcnamara"])
+        assert {m: after[m] for m in ("rogers", "fiedler", "grace")} == {
+            m: instances[m] for m in ("rogers", "fiedler", "grace")
+        }
+        status, shown = await eco.get(f"/api/regeneration/runs/{started['run_id']}")
+        assert shown["rolled_back"]["by"] == "operator:ops", shown
 
 
 async def test_an_approved_change_that_cannot_start_leaves_the_old_mad_running_and_says_why(

@@ -279,15 +279,15 @@ async def run_ended(child: EcosystemChild, run_id: str, timeout: float = RUN_TIM
         await asyncio.sleep(0.25)
 
 
-async def reloaded(child: EcosystemChild, run_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Poll the run until the running ecosystem recorded reloading its MAD; that record."""
+async def reloaded(child: EcosystemChild, run_id: str, timeout: float = 60.0, nth: int = 0) -> dict[str, Any]:
+    """Poll the run until the running ecosystem recorded reloading its MAD (the ``nth`` time); that record."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
         status, run = await child.get(f"/api/regeneration/runs/{run_id}")
         assert status == 200, run
-        if run["reloads"]:
-            return run["reloads"][0]
+        if len(run["reloads"]) > nth:
+            return run["reloads"][nth]
         if loop.time() > end:
             raise AssertionError(f"run {run_id} approved but not reloaded within {timeout:g}s: {child.tail()}")
         await asyncio.sleep(0.1)

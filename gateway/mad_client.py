@@ -98,6 +98,11 @@ class MadClient:
         """How many times Rogers was found unable to store (orders a check against a refusal during it)."""
         self._storage_events: Subscription | None = None
 
+    @property
+    def storing(self) -> bool:
+        """Whether Rogers's last word is that it can store messages: an owner's next message skips asking it."""
+        return self._storing
+
     async def follow_storage(self) -> None:
         """Listen to ``events.storage``: Rogers announcing it cannot store makes the next message ask it again."""
         self._storage_events = await self.bus.subscribe(

@@ -19,9 +19,9 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 

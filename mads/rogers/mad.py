@@ -282,6 +282,7 @@ class Rogers(MAD[RogersConfig]):
             return encoded
 
         delay = _RETRY_FIRST
+        before = self._count
         while True:
             try:
                 records, self._count = await self.store.encode_and_append(encode)
@@ -301,9 +302,15 @@ class Rogers(MAD[RogersConfig]):
         self._last_failure = None
         if not self.health.health.writable:
             self._writing_again()
-        touched = {r.conversation_id for r in records if r.conversation_id is not None}
+        touched: dict[str, list[tuple[int, str]]] = {}
+        for seq, r in enumerate(records, start=before + 1):
+            if r.conversation_id is not None:
+                touched.setdefault(r.conversation_id, []).append((seq, r.checksum))
         if touched:
-            self._spawn(self._advance_ledger(touched))
+            # Every record inserted (none was stored already): their seqs follow the count, in order, so the
+            # ledger folds them as they are; otherwise it reads the conversations' new rows from the file.
+            exact = self._count - before == len(records)
+            self._spawn(self._advance_ledger(touched if exact else dict.fromkeys(touched)))
         recent = self._recent
         for record in records:
             recent[record.id] = None
@@ -400,19 +407,35 @@ class Rogers(MAD[RogersConfig]):
 
     # ---- the acknowledged ledger (loss detection) -------------------------------------------
 
-    async def _fold(self, conversation_id: str) -> tuple[int, str, int]:
-        count, running, last = self._ledger.get(conversation_id, (0, ledger.GENESIS, 0))
-        for seq, checksum in await self.store.conversation_tail(conversation_id, last):
+    async def _fold(self, conversation_id: str, committed: list[tuple[int, str]] | None) -> tuple[int, str, int]:
+        """Fold the conversation's rows stored since its entry into it: ``committed`` (seq, checksum) when
+        the batch's rows are known exactly and the entry exists, else read from the file.
+
+        Folds run in commit order, so an entry holds every row of its conversation before the batch:
+        of ``committed`` only rows past the entry count (a read from the file may have gone further)."""
+        entry = self._ledger.get(conversation_id)
+        count, running, last = entry or (0, ledger.GENESIS, 0)
+        if entry is None or committed is None:
+            rows = await self.store.conversation_tail(conversation_id, last)
+        else:
+            rows = [(seq, checksum) for seq, checksum in committed if seq > last]
+        for seq, checksum in rows:
             count, running, last = count + 1, ledger.advance(running, checksum), seq
         self._ledger[conversation_id] = (count, running, last)
         return count, running, last
 
-    async def _advance_ledger(self, touched: set[str]) -> None:
+    async def _advance_ledger(self, touched: dict[str, list[tuple[int, str]] | None]) -> None:
         """Fold the batch into each touched conversation's count and hash; publish them for the audit trail."""
         async with self._ledger_lock:
             entries: dict[str, ledger.Entry] = {}
             for conversation_id in sorted(touched):
-                count, running, _ = await self._fold(conversation_id)
+                try:
+                    count, running, _ = await self._fold(conversation_id, touched[conversation_id])
+                except Exception as exc:
+                    # Forget the entry: the next fold reads the whole conversation again, missing nothing.
+                    self._ledger.pop(conversation_id, None)
+                    log.error("rogers could not fold conversation %s into its ledger: %s", conversation_id, exc)
+                    continue
                 entries[conversation_id] = ledger.Entry(count=count, hash=running)
             items = list(entries.items())
             for start in range(0, len(items), ledger.CHUNK):

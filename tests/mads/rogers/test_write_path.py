@@ -10,9 +10,18 @@ from bus.envelope import Envelope, Kind, ProsePart
 from bus.ids import new_id
 from bus.memory import InMemoryBus
 from mads.core.base import MadContext
+from mads.core.ledger import LEDGER_TOPIC, LedgerEvent
 from mads.rogers import Rogers
-from mads.rogers.store import INSERT_CHUNK, ConversationStore, MessageRecord, damaged_messages, now
+from mads.rogers.store import (
+    INSERT_CHUNK,
+    ConversationStore,
+    MessageRecord,
+    damaged_messages,
+    ledger_differences,
+    now,
+)
 from tests.mads.rogers.support import call, note, request
+from tests.support.waiting import eventually_async
 
 
 def record(message_id: str, conversation_id: str, text: str, *, kind: str = "event") -> MessageRecord:
@@ -124,6 +133,45 @@ async def test_sync_finds_ids_committed_lately_and_ids_from_before_a_restart(tmp
         assert synced["count"] >= 5
         unknown = await request(bus, "rogers", "sync", {"message_ids": [after.id, new_id()]})
         assert unknown.error is not None and unknown.error.code == "storage_unavailable"
+    finally:
+        await bus.close()
+        await rogers.stop()
+
+
+async def test_the_published_ledger_matches_the_file_batch_after_batch(tmp_path: Path) -> None:
+    """What Rogers publishes on ``events.storage_ledger`` (count and running hash per conversation) is what
+    the file holds, whether a batch's rows were folded as committed or read back (a duplicate in it)."""
+    bus = InMemoryBus()
+    await bus.start()
+    rogers = Rogers(MadContext(bus=bus, data_dir=tmp_path))
+    await rogers.start()
+    latest: dict[str, tuple[int, str]] = {}
+
+    async def on_ledger(envelope: Envelope) -> None:
+        for value in envelope.data():
+            for cid, entry in LedgerEvent.model_validate(value).conversations.items():
+                latest[cid] = (entry.count, entry.hash)
+
+    await bus.subscribe(LEDGER_TOPIC, on_ledger, group="test-ledger")
+    try:
+        conversations = [new_id() for _ in range(3)]
+        sent: list[Envelope] = []
+        for round_ in range(6):
+            for cid in conversations:
+                for i in range(round_ + 1):
+                    sent.append(note(cid, f"round {round_} message {i}"))
+                    await bus.publish(sent[-1])
+            if round_ % 2:
+                await bus.publish(sent[round_])  # delivered again: stored once, the batch is read back
+            await call(bus, "sync")
+        with sqlite3.connect(rogers.store.path) as db:
+            counts = dict(db.execute("SELECT conversation_id, count(*) FROM messages GROUP BY conversation_id"))
+
+        async def caught_up() -> bool:
+            return all(latest.get(cid, (0, ""))[0] == counts[cid] for cid in conversations)
+
+        await eventually_async(caught_up, what="ledger entries for every stored message")
+        assert ledger_differences(rogers.store.path, {cid: latest[cid] for cid in conversations}) == ({}, [])
     finally:
         await bus.close()
         await rogers.stop()

@@ -1,7 +1,8 @@
 """The gateway against a bare aiohttp app, measured in the same run by the same load generator.
 
 Run: ``uv run python bench/gateway.py`` (``--connections`` in flight, default 50; ``--duration``
-seconds per row, default 5; ``--reps`` runs per row, the median is printed).
+seconds per row, default 5; ``--reps`` runs per row, the median is printed; ``--rows get,health,post``
+picks rows).
 
 The real ecosystem (Rogers, Fiedler, Grace, gateway; in-memory bus; no LLM needed) and a bare
 aiohttp app — one JSON GET handler and one JSON POST handler, nothing else — are started in this
@@ -96,7 +97,10 @@ def row(label: str, ours: list[dict], bare: list[dict]) -> None:
     )
 
 
-async def main(connections: int, duration: float, reps: int) -> None:
+ROWS = {"get": "authenticated GET /api/mads", "health": "GET /healthz", "post": "POST command message (durable)"}
+
+
+async def main(connections: int, duration: float, reps: int, only: list[str]) -> None:
     if shutil.which("wrk"):
         print("(wrk found, but the Python load generator is used for both sides for identical request shapes)")
     limits = {"rate_per_ip": 1e9, "burst_per_ip": 10**9, "rate_per_principal": 1e9, "burst_per_principal": 10**9}
@@ -130,6 +134,8 @@ async def main(connections: int, duration: float, reps: int) -> None:
                 print(f"{'':<34}{'gateway':>25}{'bare aiohttp':>25}")
                 print(f"{'row':<34}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}")
                 for label, (ours_spec, bare_spec) in rows.items():
+                    if label not in {ROWS[name] for name in only}:
+                        continue
                     ours: list[dict] = []
                     theirs: list[dict] = []
                     for rep in range(reps):
@@ -148,5 +154,10 @@ if __name__ == "__main__":
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of: {', '.join(ROWS)}")
     args = parser.parse_args()
-    asyncio.run(main(args.connections, args.duration, args.reps))
+    only = args.rows.split(",")
+    unknown = sorted(set(only) - set(ROWS))
+    if unknown:
+        parser.error(f"--rows: unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    asyncio.run(main(args.connections, args.duration, args.reps, only))

@@ -123,6 +123,7 @@ class Gateway:
         context = self._ssl_context()
         await self.auth.store.open()
         await self.auth.blocks.follow(self.state.bus)
+        await self.state.client.follow_storage()
         self.watch.start()
         # handler_cancellation: a client that goes away cancels its handler, and with it (MadClient.send)
         # the work its request started on the bus.
@@ -166,6 +167,7 @@ class Gateway:
             await runner.cleanup()
         await self.watch.stop()
         await self.mcp.stop()
+        await self.state.client.stop()
         await self.auth.blocks.stop()
         await self.auth.store.close()
 

@@ -11,9 +11,12 @@ code, message and ``retryable`` flag.
 
 from __future__ import annotations
 
-from pydantic import JsonValue
+import logging
+from collections import OrderedDict
 
-from bus.base import Bus, BusBackpressure, BusClosed, BusUnavailable, DeadlineExceeded
+from pydantic import JsonValue, ValidationError
+
+from bus.base import Bus, BusBackpressure, BusClosed, BusUnavailable, DeadlineExceeded, Subscription
 from bus.envelope import (
     ERROR_MEDIA_TYPE,
     CommandPart,
@@ -35,6 +38,9 @@ from gateway.principal import user_address
 from gateway.schemas import MessageResult, ReplyBody
 from mads.core import names
 from mads.core.artifacts import ARTIFACT_MEDIA_TYPE, artifact_refs
+from mads.core.store_health import STORAGE_TOPIC, StorageEvent
+
+log = logging.getLogger(__name__)
 
 GRACE = names.GRACE
 ROGERS = names.ROGERS
@@ -58,6 +64,8 @@ GATEWAY_SENDER = "gateway"
 """The gateway's own address, for its internal requests (an idempotency key claim), made for a person."""
 STORAGE_RETRY_AFTER_S = 30
 """What ``Retry-After`` tells a client refused because a store cannot write (disk full, I/O error)."""
+OWNERS_KEPT = 4096
+"""Conversations whose owner the gateway remembers (the most recently written in)."""
 
 
 def upstream_error(mad: str, error: ErrorInfo) -> ApiError:
@@ -81,6 +89,46 @@ class MadClient:
         """(person, Idempotency-Key) of messages being answered: a concurrent retry gets 409."""
         self._turns: dict[tuple[str, str], set[str]] = {}
         """Turns in flight by (person, conversation): the request ids :meth:`cancel` stops."""
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        """Conversation id → its owner, as Rogers answered before a write (an owner never changes)."""
+        self._storing = False
+        """Rogers's last word is that it can store messages: a successful ``for_writing`` check, not
+        followed by any ``storage_unavailable`` (an answer to this gateway, or announced on ``events.storage``)."""
+        self._refusals = 0
+        """How many times Rogers was found unable to store (orders a check against a refusal during it)."""
+        self._storage_events: Subscription | None = None
+
+    @property
+    def storing(self) -> bool:
+        """Whether Rogers's last word is that it can store messages: an owner's next message skips asking it."""
+        return self._storing
+
+    async def follow_storage(self) -> None:
+        """Listen to ``events.storage``: Rogers announcing it cannot store makes the next message ask it again."""
+        self._storage_events = await self.bus.subscribe(
+            STORAGE_TOPIC, self._on_storage_event, group=f"gateway-storage:{id(self)}"
+        )
+
+    async def stop(self) -> None:
+        if self._storage_events is not None:
+            await self._storage_events.cancel()
+            self._storage_events = None
+
+    async def _on_storage_event(self, envelope: Envelope) -> None:
+        if envelope.sender.split(".", 1)[0] != ROGERS:
+            return
+        for value in envelope.data():
+            try:
+                event = StorageEvent.model_validate(value)
+            except ValidationError as exc:
+                log.warning("ignoring a malformed storage event (%d errors)", exc.error_count())
+                continue
+            if event.state == "unwritable":
+                self._storage_refused()
+
+    def _storage_refused(self) -> None:
+        self._storing = False
+        self._refusals += 1
 
     def cancel(self, conversation_id: str, *, principal: Principal) -> int:
         """Cancel ``principal``'s turns in flight in the conversation: all work they started stops."""
@@ -173,6 +221,8 @@ class MadClient:
             )
         )
         if reply.error is not None:
+            if reply.error.code == "storage_unavailable" and recipient == ROGERS:
+                self._storage_refused()
             raise upstream_error(recipient, reply.error)
         values = reply.data()
         return values[0] if values else None
@@ -223,6 +273,33 @@ class MadClient:
         finally:
             self._keys_in_flight.discard(guard)
 
+    async def _check_writable(self, conversation_id: str, principal: Principal) -> None:
+        """The person may write in the conversation, and Rogers can store it (404/403/503 otherwise).
+
+        Rogers answers (``get_conversation`` with ``for_writing``) unless both are known already: the
+        conversation is this person's (Rogers said so before; an owner never changes) and Rogers's
+        last word is that it can store, with no ``storage_unavailable`` since. Refusals are not
+        remembered: another person, or a conversation that does not exist, always asks Rogers.
+        """
+        if self._storing and self._owners.get(conversation_id) == principal.name and self.bus.has_listeners(ROGERS):
+            self._owners.move_to_end(conversation_id)
+            return
+        refusals = self._refusals
+        conversation = await self.call(
+            ROGERS, "get_conversation", {"conversation_id": conversation_id, "for_writing": True}, principal=principal
+        )
+        owner = conversation.get("owner") if isinstance(conversation, dict) else None
+        if owner != principal.name:
+            raise ApiError(
+                403, "forbidden", "this conversation is another person's: an operator may read it, not write in it"
+            )
+        self._owners[conversation_id] = owner
+        self._owners.move_to_end(conversation_id)
+        if len(self._owners) > OWNERS_KEPT:
+            self._owners.popitem(last=False)
+        if self._refusals == refusals:
+            self._storing = True
+
     async def _send_message(
         self,
         conversation_id: str,
@@ -233,13 +310,7 @@ class MadClient:
         mad: str,
         message_id: str | None,
     ) -> MessageResult:
-        conversation = await self.call(
-            ROGERS, "get_conversation", {"conversation_id": conversation_id, "for_writing": True}, principal=principal
-        )
-        if isinstance(conversation, dict) and conversation.get("owner") != principal.name:
-            raise ApiError(
-                403, "forbidden", "this conversation is another person's: an operator may read it, not write in it"
-            )
+        await self._check_writable(conversation_id, principal)
         sent = self.envelope(
             mad,
             ProsePart(text=text),

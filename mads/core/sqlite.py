@@ -14,11 +14,12 @@ import contextlib
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import aiosqlite
 
@@ -146,6 +147,67 @@ async def _configured(pending: aiosqlite.Connection, pragmas: Sequence[str]) -> 
         await db.close()
         raise
     return db
+
+
+T = TypeVar("T")
+
+
+class ThreadConnection:
+    """A plain ``sqlite3`` connection owned by one thread of its own: :meth:`run` calls ``fn(conn, …)`` there.
+
+    For a hot path that runs a whole transaction per call: one trip to the thread and one back,
+    where aiosqlite makes a trip per statement and per fetch. Each trip is a hand-over of the GIL,
+    and a busy event loop stretches every hand-over to milliseconds (the thread waits for the
+    interpreter's switch interval), so a four-statement transaction could cost tens of ms. SQLite
+    releases the GIL while it works, so a single long statement costs the loop nothing.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        self._executor = executor
+        self._conn: sqlite3.Connection | None = conn
+
+    @classmethod
+    async def open(cls, path: Path, *, pragmas: Sequence[str] = (), name: str = "sqlite") -> ThreadConnection:
+        """Connect (autocommit: transactions are explicit) and apply ``pragmas`` in the connection's thread."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                for pragma in pragmas:
+                    conn.execute(f"PRAGMA {pragma}").fetchall()
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(executor, connect)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, conn)
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(conn, *args)`` in the connection's thread. Cancelling the caller does not stop a call under way."""
+        conn = self._conn
+        if conn is None:
+            raise sqlite3.ProgrammingError("the connection is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn, *args)
+
+    async def close(self) -> None:
+        """Close the connection (after any call under way) and end its thread."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)
+
+
+def rollback_now(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is open (plain ``sqlite3``); never raises, so the original error is reported."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 async def rollback(db: aiosqlite.Connection) -> None:

@@ -116,8 +116,13 @@ class Grace(MAD[GraceConfig]):
         return await super().think(envelope)
 
     async def _stream(self, envelope: Envelope, delta: StreamDelta) -> None:
-        if envelope.conversation_id:
-            await publish_stream(self, stream_topic(envelope.conversation_id), delta, envelope.conversation_id)
+        if not envelope.conversation_id:
+            return
+        topic = stream_topic(envelope.conversation_id)
+        # Deltas are for someone watching the conversation (a chat page's socket); nobody else reads them
+        # (Rogers does not store them). A transport that cannot tell says someone listens.
+        if self.bus.has_listeners(topic):
+            await publish_stream(self, topic, delta, envelope.conversation_id)
 
     # ---- slash commands ------------------------------------------------------------------
 

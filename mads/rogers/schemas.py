@@ -85,7 +85,10 @@ class GetConversationArgs(Args):
     conversation_id: str = ConversationId
     for_writing: bool = Field(
         default=False,
-        description="Fail with storage_unavailable at once if messages cannot be stored now (before writing in it).",
+        description=(
+            "Fail with storage_unavailable at once if messages cannot be stored now (before writing in it); "
+            "the answer then leaves participants out."
+        ),
     )
 
 

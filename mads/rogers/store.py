@@ -18,16 +18,17 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import aiosqlite
 
 from mads.core import ledger
-from mads.core.sqlite import prepare_db_file, raise_if_storage_fault
+from mads.core.sqlite import ThreadConnection, prepare_db_file, raise_if_storage_fault, rollback_now
 from mads.rogers.migrations import MIGRATIONS, Migration, current_version, migrate
 from mads.rogers.schemas import (
     Conversation,
@@ -56,7 +57,11 @@ def now() -> str:
 
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
-    """One envelope as stored: indexed columns, its prose for search and its full JSON."""
+    """One envelope as stored: indexed columns, its prose for search and its full JSON.
+
+    ``checksum`` is computed when the record is made (Rogers makes them in a thread, so the
+    hashing stays off the event loop); it is never given.
+    """
 
     id: str
     conversation_id: str | None
@@ -67,6 +72,10 @@ class MessageRecord:
     created_at: str
     text: str
     envelope_json: str
+    checksum: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checksum", _record_checksum(self))
 
 
 class StoreError(Exception):
@@ -87,6 +96,23 @@ _INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, sender, recipient, kind, correlation_id, created_at, stored_at,"
     " text, envelope, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
+INSERT_CHUNK = 512
+"""Most rows one INSERT statement carries (11 parameters each); a batch up to this size is one statement."""
+
+
+@lru_cache(maxsize=64)
+def _insert_messages(rows: int) -> str:
+    """One INSERT of ``rows`` messages (multi-row VALUES, inserted in the order given).
+
+    One statement for a batch rather than ``executemany`` (one step per row): SQLite runs the
+    whole batch — triggers, full-text index — in one step with the GIL released, instead of
+    handing the GIL back and forth with the event loop for every row, which a busy loop
+    stretches to milliseconds per row.
+    """
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return _INSERT_MESSAGE.replace("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+
+
 _MESSAGE_COLUMNS = "id, conversation_id, sender, recipient, kind, correlation_id, created_at, text, envelope, checksum"
 _BACKFILL_CHUNK = 2000
 
@@ -112,6 +138,7 @@ def message_checksum(
 
 
 def _record_checksum(r: MessageRecord) -> str:
+    """The checksum of a record's stored fields (see :func:`message_checksum`)."""
     return message_checksum(
         r.id, r.conversation_id, r.sender, r.recipient, r.kind, r.correlation_id, r.created_at, r.text, r.envelope_json
     )
@@ -126,8 +153,12 @@ class ConversationStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writer: aiosqlite.Connection | None = None
+        self._appender: ThreadConnection | None = None
+        """The connection that appends messages (the hot path): a whole batch per trip to its thread."""
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._stored = 0
+        """Messages stored (``max(seq)``): read at open, then counted by :meth:`encode_and_append`."""
         self.schema_version = 0
 
     async def open(self, migrations: Sequence[Migration] = MIGRATIONS) -> None:
@@ -153,6 +184,12 @@ class ConversationStore:
             self.schema_version = await migrate(self._writer, migrations)
             if before < 5 <= self.schema_version:
                 await self._backfill_checksums()
+            self._stored = int(await _scalar(self._writer, "SELECT coalesce(max(seq), 0) FROM messages"))
+            self._appender = await ThreadConnection.open(
+                self.path,
+                pragmas=[f"busy_timeout = {BUSY_TIMEOUT_MS}", "synchronous = FULL", "foreign_keys = ON"],
+                name="rogers-append",
+            )
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await _pragma(self._reader, f"busy_timeout = {BUSY_TIMEOUT_MS}")
             await _pragma(self._reader, "query_only = ON")
@@ -183,16 +220,22 @@ class ConversationStore:
                 raise
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
+        for conn in (self._reader, self._appender, self._writer):
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        self._reader = self._writer = self._appender = None
 
     @property
     def writer(self) -> aiosqlite.Connection:
         if self._writer is None:
             raise StoreError("the conversation store is not open")
         return self._writer
+
+    @property
+    def appender(self) -> ThreadConnection:
+        if self._appender is None:
+            raise StoreError("the conversation store is not open")
+        return self._appender
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -204,34 +247,20 @@ class ConversationStore:
 
     async def append(self, records: Sequence[MessageRecord]) -> int:
         """Store a batch in one transaction (ids already stored are ignored); return the message count."""
-        stored_at = now()
-        rows = [
-            (
-                r.id,
-                r.conversation_id,
-                r.sender,
-                r.recipient,
-                r.kind,
-                r.correlation_id,
-                r.created_at,
-                stored_at,
-                r.text,
-                r.envelope_json,
-                _record_checksum(r),
-            )
-            for r in records
-        ]
+        _, count = await self.encode_and_append(lambda: records)
+        return count
+
+    async def encode_and_append(
+        self, encode: Callable[[], Sequence[MessageRecord]]
+    ) -> tuple[Sequence[MessageRecord], int]:
+        """Make a batch's records with ``encode()`` and store them in one transaction, both in the appending
+        connection's thread: one trip there and back per batch, one fsync at the commit. Returns the
+        records and the number of messages stored in all."""
         async with self._write_lock:
-            conn = self.writer
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                await conn.executemany(_INSERT_MESSAGE, rows)
-                count = await _scalar(conn, "SELECT coalesce(max(seq), 0) FROM messages")
-                await conn.execute("COMMIT")
-            except BaseException:
-                await _rollback(conn)
-                raise
-        return int(count)
+            records, inserted = await self.appender.run(_append_now, encode, INSERT_CHUNK)
+            # seq is the rowid, and nothing deletes messages: every inserted row takes max(seq) + 1.
+            self._stored += inserted
+            return records, self._stored
 
     async def create_conversation(
         self, conversation_id: str, title: str | None, created_by: str | None, owner: str
@@ -266,10 +295,10 @@ class ConversationStore:
             return await cursor.fetchone() is not None
 
     async def get_conversation(self, conversation_id: str, *, participants: bool = True) -> Conversation | None:
-        async with self.reader.execute(
+        found = await self.reader.execute_fetchall(
             f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (conversation_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
+        row = next(iter(found), None)
         if row is None:
             return None
         conversation = _conversation(row)
@@ -285,14 +314,14 @@ class ConversationStore:
         if not by_id:
             return
         marks = ", ".join("?" * len(by_id))
-        async with self.reader.execute(
+        rows = await self.reader.execute_fetchall(
             "SELECT conversation_id, address, first_seen, last_seen, message_count FROM participants"
             f" WHERE conversation_id IN ({marks}) ORDER BY conversation_id, first_seen, address",
             list(by_id),
-        ) as cursor:
-            for cid, address, first, last, count in await cursor.fetchall():
-                participant = Participant(address=address, first_seen=first, last_seen=last, message_count=count)
-                by_id[cid].participants.append(participant)  # type: ignore[union-attr]
+        )
+        for cid, address, first, last, count in rows:
+            participant = Participant(address=address, first_seen=first, last_seen=last, message_count=count)
+            by_id[cid].participants.append(participant)  # type: ignore[union-attr]
 
     async def list_conversations(self, cursor: str | None, limit: int, owner: str | None = None) -> ConversationPage:
         """Newest first by (created_at, id): keys that never change, so pages neither skip nor repeat.
@@ -483,6 +512,53 @@ class ConversationStore:
 
     async def integrity_check(self) -> str:
         return str(await _scalar(self.reader, "PRAGMA integrity_check"))
+
+
+def _append_now(
+    conn: sqlite3.Connection, encode: Callable[[], Sequence[MessageRecord]], chunk: int
+) -> tuple[Sequence[MessageRecord], int]:
+    """:meth:`ConversationStore.encode_and_append` in the connection's thread (blocking).
+
+    Returns the records and how many rows were really inserted (ids already stored are not).
+    A batch of up to ``chunk`` rows is one INSERT statement, which SQLite commits on its own
+    (autocommit: one atomic transaction, fsynced before the statement returns); a bigger one is
+    several statements in one ``BEGIN IMMEDIATE`` transaction. Every trip through the GIL costs
+    up to the interpreter's switch interval while the event loop is busy, so there are as few as
+    can be: the statement (prepared, stepped) and nothing else.
+    """
+    records = encode()
+    if not records:
+        return records, 0
+    stored_at = now()
+    rows = [
+        (
+            r.id,
+            r.conversation_id,
+            r.sender,
+            r.recipient,
+            r.kind,
+            r.correlation_id,
+            r.created_at,
+            stored_at,
+            r.text,
+            r.envelope_json,
+            r.checksum,
+        )
+        for r in records
+    ]
+    if len(rows) <= chunk:
+        return records, conn.execute(_insert_messages(len(rows)), [v for row in rows for v in row]).rowcount
+    inserted = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            inserted += conn.execute(_insert_messages(len(part)), [v for row in part for v in row]).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback_now(conn)
+        raise
+    return records, inserted
 
 
 def _conversation(row: sqlite3.Row | tuple[Any, ...]) -> Conversation:

@@ -99,7 +99,12 @@ async def test_an_llm_working_for_a_user_cannot_run_operator_actions_or_read_sec
     async def blocked() -> bool:
         return bool((await result_of(eco, ops_cid, "/mcnamara blocked_ips"))["data"][0])
 
+    async def alerted() -> bool:
+        return bool((await result_of(eco, ops_cid, "/mcnamara alerts"))["data"][0])
+
     await eventually_async(blocked, what="McNamara blocks the attacker's IP")
+    # The alert is written after the block (and its audit record): wait for it too.
+    await eventually_async(alerted, what="McNamara raises the alert")
     [alert] = (await result_of(eco, ops_cid, "/mcnamara alerts"))["data"][0]
 
     def respond(request: RecordedRequest) -> Turn:
@@ -146,7 +151,13 @@ async def test_an_llm_working_for_a_user_cannot_run_operator_actions_or_read_sec
     assert (await result_of(eco, ops_cid, "/mcnamara blocked_ips"))["data"][0], "the IP is still blocked"
     assert (await result_of(eco, ops_cid, "/mcnamara quarantined"))["data"][0] == []
 
-    # The trail names the person and the chain that acted for her, not Grace.
+    # The trail names the person and the chain that acted for her, not Grace (McNamara records the
+    # tool-call events as they reach it: wait for the handoffs to be written).
+    async def handoffs_recorded() -> bool:
+        calls = await audit_records(eco, "tool.call")
+        return any(r.actor == "user:alice" and r.action == "grace.handoff" for r in calls)
+
+    await eventually_async(handoffs_recorded, what="the handoffs' tool-call records in the trail")
     calls = await audit_records(eco, "tool.call")
     handed = [r for r in calls if r.details.get("principal") == "user:alice" and r.action == "mcnamara.alerts"]
     assert not handed, "McNamara's LLM never even listed alerts: it only called tools it was not offered"

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from bus.envelope import Envelope, Kind, ProsePart
 from mads.core import names
 from mads.mcnamara import McNamara
 from mads.rogers import Rogers
@@ -112,6 +113,48 @@ async def test_disk_full_refuses_at_once_and_never_stores_later(tmp_path: Path, 
 
             await eventually_async(gap_recorded, what="storage.writable record with the refused count")
             assert (await mcnamara.trail.verify()).ok
+
+
+async def test_a_store_announced_unwritable_refuses_the_owners_next_message_before_the_llm(
+    tmp_path: Path, llm_server: ScriptedLLM
+) -> None:
+    """The gateway skips Rogers's check for a person's next message in their conversation while Rogers's
+    last word is that it can store; a refusal it did not see itself (announced on ``events.storage``)
+    puts the check back, so the message is refused before Grace or the LLM is asked."""
+    data = tmp_path / "data"
+    llm_server.respond_with(echo_last_user)
+    with small_filesystem(data / names.ROGERS, size_mb=8) as disk:
+        settings = ecosystem_settings(data, llm_server.base_url, sections={"rogers": {"probe_interval_s": 0.05}})
+        async with running(settings) as eco:
+            client = eco.gateway.state.client
+            cid = await eco.new_conversation("announced")
+            await eco.say(cid, "while the disk has room")
+            assert client.storing, "Rogers said it can store, and the owner is known"
+            disk.fill()
+            # Someone else's traffic, not the gateway's, meets the full disk.
+            await eco.host.bus.publish(
+                Envelope(
+                    sender="hopper",
+                    recipient="events.note",
+                    kind=Kind.EVENT,
+                    conversation_id=None,
+                    content=[ProsePart(text=_text("notthegateways"))],
+                )
+            )
+            await eventually(lambda: not client.storing, what="the gateway hearing Rogers's announcement")
+            asked = len(llm_server.received)
+            status, body, headers = await _post(eco, cid, "refusedupfront short message")
+            assert (status, body["error"]["code"]) == (503, "storage_unavailable"), body
+            assert int(headers["Retry-After"]) > 0
+            assert len(llm_server.received) == asked, "neither Grace nor the LLM was asked"
+
+            disk.free()
+            rogers = _rogers(eco)
+            await eventually(lambda: rogers.health.health.writable, what="rogers writable again")
+            await eco.say(cid, "after the disk was freed")
+            assert client.storing
+            texts = " ".join(m["text"] for m in await eco.history(cid, limit=200))
+            assert "after the disk was freed" in texts and "refusedupfront" not in texts
 
 
 async def test_start_on_a_full_disk_prints_one_line_naming_the_file(tmp_path: Path) -> None:

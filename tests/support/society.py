@@ -99,7 +99,7 @@ class SocietyLLM:
             # The Imperator corrected a bad tool call: answer properly now.
             return Reply(text=self.answer(role, key))
         if self.fault_rate and self.random.random() < self.fault_rate:
-            fault = self.random.choice(FAULTS if role == "engineer" else FAULTS[:3] + FAULTS[4:])
+            fault = self.fault_for(role)
             self.faults[fault] += 1
             if fault == "invalid_json":
                 return Reply(text='{"outcome": "submit", "files": {')
@@ -114,6 +114,17 @@ class SocietyLLM:
             if fault == "timeout":
                 return Hang()
         return Reply(text=self.answer(role, key))
+
+    def fault_for(self, role: str) -> str:
+        """A fault this role can make: each kind not injected yet comes first, then a random one.
+
+        Which request draws a fault depends on the order concurrent stories reach the LLM, so a purely random
+        kind could leave one out of a whole run (a run without ``failing_code`` has no red tests to refuse);
+        every kind is injected at least once as soon as the role that can make it draws a fault.
+        """
+        kinds = FAULTS if role == "engineer" else tuple(f for f in FAULTS if f != "failing_code")
+        fresh = [f for f in kinds if not self.faults[f]]
+        return fresh[0] if fresh else self.random.choice(kinds)
 
     def answer(self, role: str, key: str) -> str:
         if role == "engineer":

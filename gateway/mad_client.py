@@ -300,6 +300,21 @@ class MadClient:
         if self._refusals == refusals:
             self._storing = True
 
+    async def _unless_unstored(self, sent: Envelope, principal: Principal) -> None:
+        """A turn that ended in an error: if Rogers could not store the person's message, say that instead.
+
+        The remembered owner lets a message pass before Rogers has announced a fault it met only while
+        storing that very message; the person must learn it was not stored (503 ``storage_unavailable``,
+        retryable), not only why the turn failed. Any other answer leaves the turn's own error to report.
+        """
+        try:
+            await self.call(ROGERS, "sync", {"message_ids": [sent.id]}, principal=principal)
+        except ApiError as exc:
+            if exc.info.code == "storage_unavailable":
+                raise
+        except Exception:  # Rogers could not be asked: the turn's own error is what the person gets
+            log.debug("sync after a failed turn could not be asked", exc_info=True)
+
     async def _send_message(
         self,
         conversation_id: str,
@@ -352,6 +367,7 @@ class MadClient:
                 if not turns:
                     del self._turns[key]
         if reply.error is not None:
+            await self._unless_unstored(sent, principal)
             raise upstream_error(mad, reply.error)
         await self.call(ROGERS, "sync", {"message_ids": [sent.id, reply.id]}, principal=principal)
         return MessageResult(

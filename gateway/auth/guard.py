@@ -73,6 +73,7 @@ def rate_limited(scope: str, retry_after: int) -> ApiError:
         "too_many_requests",
         f"too many requests ({scope} limit); retry after {retry_after} s",
         headers={"Retry-After": str(retry_after)},
+        retryable=True,
     )
 
 

@@ -58,7 +58,9 @@ async def test_principal_and_ip_limits_answer_429_with_retry_after(tmp_path: Pat
             assert response.status == 429
             assert response.headers["Retry-After"] == "100"
             assert response.headers["Content-Security-Policy"]
-            assert_error(await response.json(), "too_many_requests")
+            limited = await response.json()
+            assert_error(limited, "too_many_requests")
+            assert limited["error"]["retryable"] is True, "a client may retry after Retry-After seconds"
         clock.now += 100
         async with eco.http.get(eco.at("/metrics")) as response:
             assert response.status == 200, "a token is back after Retry-After seconds"

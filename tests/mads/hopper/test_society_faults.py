@@ -112,11 +112,15 @@ async def test_thirty_percent_faulty_llm_over_twenty_stories(faulty: Running, ll
 
 
 async def poll_command(eco: Running, conversation: str, tool: str, arguments: dict[str, Any]) -> Any:
-    """A Hopper command for polling: its result, or None when the gateway refused it as retryable (503)."""
+    """A Hopper command for polling: its result, or None when the gateway refused it as retryable.
+
+    503 when the store is busy under this load, 429 when the polling outruns the person's rate limit: both
+    say to ask again later, which the polling loop does.
+    """
     status, body = await eco.post(
         f"/api/conversations/{conversation}/messages", {"text": f"/hopper {tool} " + json.dumps(arguments)}
     )
-    if status == 503 and body.get("error", {}).get("retryable"):
+    if status in (429, 503) and body.get("error", {}).get("retryable"):
         return None
     assert status == 200, body
     assert body["reply"]["error"] is None, body

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
 import sys
@@ -20,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+
+from tests.support.cli import child_env
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
@@ -34,18 +35,6 @@ def bus_url(base: str, *, db: int, prefix: str, **settings: str) -> str:
     parts = urlsplit(base)
     query = "&".join(f"{k}={v}" for k, v in {"prefix": prefix, **settings}.items())
     return urlunsplit(parts._replace(path=f"/{db}", query=query))
-
-
-def child_env() -> dict[str, str]:
-    """The test's environment without ecosystem overrides or hosted-LLM keys."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("MAD_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    return env
 
 
 @dataclass

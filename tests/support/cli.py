@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository: ``ecosystem.py`` lives here."""
+
+
+def child_env() -> dict[str, str]:
+    """The test's environment without ecosystem overrides or hosted-LLM keys."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MAD_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    return env
 
 
 async def run_cli(*args: str, timeout: float = 120.0) -> tuple[int, str, str]:

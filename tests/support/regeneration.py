@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.cli import child_env
 from tests.support.llm_server import Reply
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,17 +132,6 @@ def write_config(path: Path, llm_base_url: str) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def child_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("MAD_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    return env
 
 
 @dataclass

@@ -29,7 +29,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 async def faulty(tmp_path: Path, compiled_cache: CompiledCache, llm_server: ScriptedLLM) -> AsyncIterator[Running]:
-    settings = society_settings(tmp_path / "data", llm_server, role_timeout_s=3, max_attempts=3)
+    # A hung LLM call ends at Fiedler's 5 s timeout (an LLM error the role's step fails on). The role's own
+    # timeout is well above it: with twenty stories at once on a loaded machine a healthy step can take
+    # seconds, and a role timeout that fires on healthy steps fails every attempt of every story.
+    settings = society_settings(tmp_path / "data", llm_server, role_timeout_s=15, max_attempts=3)
     sections = {**settings.mad_sections}
     sections["fiedler"] = {**sections.get("fiedler", {}), "timeout": 5.0}
     settings = settings.model_copy(update={"mad_sections": sections})
